@@ -1,0 +1,35 @@
+# Two commands do everything (see README): `make run` and `make test`.
+# Both bootstrap a local virtual environment in .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CORES ?= 8
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run test lint dry-run clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned, so that no other requirement can pull a newer (multi-GB) build
+	$(BIN)/pip install -c constraints.txt torch torchvision
+	$(BIN)/pip install -c constraints.txt -e '.[test,slurm]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES) results/voc_miou.txt
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/snakemake --lint
+
+dry-run: $(STAMP)
+	$(BIN)/snakemake -n results/voc_miou.txt
+
+clean:
+	rm -rf artifacts results logs benchmarks .snakemake

@@ -1,0 +1,23 @@
+# c2am-wsss: weakly supervised semantic segmentation with C2AM, as a Snakemake DAG.
+#   snakemake --cores 8 results/voc_miou.txt          (default: the embedded dataset, on a CPU)
+#   snakemake --cores 8 --configfile config/voc2012.yaml results/voc_miou.txt
+# Each rule calls one stage module of the c2am package (python -m c2am.stages.<rule>).
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/c2am.smk"
+include: "workflow/rules/pseudo.smk"
+include: "workflow/rules/deeplab.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/c2am_maps.txt",
+        "results/c2am_boxes.txt",
+        "results/classifier.txt",
+        "results/pseudo_masks.txt",
+        "results/voc_miou.txt",

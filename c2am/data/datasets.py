@@ -1,0 +1,106 @@
+"""Torch datasets over a :class:`~c2am.data.voc.Manifest`.
+
+Images leave here as float tensors in [0, 1] (CHW, not normalised: the trunk normalises internally).
+Augmentation uses torchvision.transforms.v2, so an image and its mask (a ``tv_tensors.Mask``) are
+transformed jointly. The v2 transforms draw from torch's global RNG, which the training loop reseeds
+per epoch; that keeps runs and resumed runs reproducible.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from c2am.data.voc import IGNORE, Manifest
+
+
+def to_image_tensor(image: np.ndarray) -> tv_tensors.Image:
+    """HxWx3 uint8 numpy -> 3xHxW uint8 tv_tensors.Image."""
+    return tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
+
+
+_TO_FLOAT = v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True)
+
+
+def image_train_transform(crop: int, resize: int | None = None, scale: tuple[float, float] | None = None) -> v2.Compose:
+    """Unlabelled-image augmentation.
+
+    ``resize`` given: resize to ``resize`` x ``resize`` then take a random ``crop`` (the C2AM recipe, 512 -> 448).
+    ``scale`` given instead: a random resized crop covering that fraction of the image (the classifier's mild crops).
+    """
+    if (resize is None) == (scale is None):
+        raise ValueError("give exactly one of resize or scale")
+    if resize is not None:
+        geometry = [v2.Resize((resize, resize), antialias=True), v2.RandomCrop(crop, pad_if_needed=True)]
+    else:
+        geometry = [v2.RandomResizedCrop(crop, scale=tuple(scale), ratio=(3 / 4, 4 / 3), antialias=True)]
+    return v2.Compose([*geometry, v2.RandomHorizontalFlip(), _TO_FLOAT])
+
+
+def segmentation_train_transform(crop: int, scale_range: tuple[float, float] = (0.5, 1.5)) -> v2.Compose:
+    """Joint image/mask augmentation: scale jitter, crop padded with 0 (image) / 255 (mask), flip."""
+    lo, hi = (max(1, int(round(crop * s))) for s in scale_range)
+    return v2.Compose(
+        [
+            v2.RandomResize(lo, hi + 1, antialias=True),
+            v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}),
+            v2.RandomHorizontalFlip(),
+            _TO_FLOAT,
+        ]
+    )
+
+
+class ClassificationDataset(Dataset):
+    """(image, multi-hot labels over classes 1..C-1). C2AM uses the images only."""
+
+    def __init__(self, manifest: Manifest, split: str, transform=None):
+        self.manifest = manifest
+        self.ids = manifest.ids(split)
+        self.transform = transform or _TO_FLOAT
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        image = self.transform(to_image_tensor(self.manifest.load_image(image_id)))
+        return image, torch.from_numpy(self.manifest.multi_hot(image_id))
+
+
+class SegmentationDataset(Dataset):
+    """(image, mask as int64 HxW). ``mask_dir`` points at pseudo labels instead of the GT masks."""
+
+    def __init__(self, manifest: Manifest, split: str, transform=None, mask_dir=None):
+        self.manifest = manifest
+        self.ids = manifest.ids(split)
+        self.transform = transform or _TO_FLOAT
+        self.mask_dir = mask_dir
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        image = to_image_tensor(self.manifest.load_image(image_id))
+        mask = tv_tensors.Mask(torch.from_numpy(self.manifest.load_mask(image_id, self.mask_dir)))
+        image, mask = self.transform(image, mask)
+        return image, mask.long()
+
+
+class InferenceDataset(Dataset):
+    """(uint8 HxWx3 image, float 3xHxW image in [0,1], id) for per-image inference at full resolution."""
+
+    def __init__(self, manifest: Manifest, ids: list[str]):
+        self.manifest = manifest
+        self.ids = list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        image = self.manifest.load_image(image_id)
+        return image, _TO_FLOAT(to_image_tensor(image)).as_subclass(torch.Tensor), image_id

@@ -1,0 +1,23 @@
+# Stage 0: the dataset. Synthetic: generated at dataset.root. VOC: validated in place.
+DATA = config["dataset"]
+
+
+rule prepare_dataset:
+    output:
+        MANIFEST,
+    params:
+        data=flags(DATA, exclude=("synthetic", "splits")),
+        splits=" ".join(DATA["splits"][role] for role in ("train", "pseudo_eval", "val")),
+        synthetic=flags(DATA.get("synthetic", {})),
+    log:
+        "logs/prepare_dataset.log",
+    benchmark:
+        "benchmarks/prepare_dataset.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "python -m c2am.stages.prepare_dataset {params.data} --splits {params.splits} {params.synthetic} --seed {SEED} --out {output} 2> {log}"

@@ -1,0 +1,94 @@
+# Stages 9-11: DeepLab trained on a pseudo-label variant (or on GT: the fully supervised reference),
+# predictions on val, and the final score.
+DEEPLAB = config["deeplab"]
+LABEL_VARIANTS = ("cam_cues_crf", "cam_cues", "cam_fixed_tau")
+# results/<score>.txt -> the labels its DeepLab was trained on
+SCORES = {"voc_miou": DEEPLAB["labels"], "fully_supervised_miou": "gt"}
+
+
+def deeplab_labels(wildcards):
+    return [] if wildcards.labels == "gt" else [f"artifacts/pseudo/{wildcards.labels}"]
+
+
+def deeplab_label_flag(wildcards, input):
+    return "--gt-labels" if wildcards.labels == "gt" else f"--labels-dir {input.labels}"
+
+
+rule train_deeplab:
+    input:
+        manifest=MANIFEST,
+        labels=deeplab_labels,
+    output:
+        model="artifacts/deeplab/{labels}/model.pt",
+        log_csv="artifacts/deeplab/{labels}/train_log.csv",
+    wildcard_constraints:
+        labels="|".join(LABEL_VARIANTS + ("gt",)),
+    params:
+        labels=deeplab_label_flag,
+        net=flags(DEEPLAB, exclude=("labels", "train", "infer")),
+        train=flags(DEEPLAB["train"]),
+    log:
+        "logs/train_deeplab_{labels}.log",
+    benchmark:
+        "benchmarks/train_deeplab_{labels}.tsv"
+    threads: NET_THREADS
+    resources:
+        mem_mb=12000,
+        runtime=600,
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "python -m c2am.stages.train_deeplab --manifest {input.manifest} --split train {params.labels}"
+        " --out {output.model} --log-csv {output.log_csv} {params.net} {params.train}"
+        " --seed {SEED} --threads {threads} 2> {log}"
+
+
+rule infer_deeplab:
+    input:
+        manifest=MANIFEST,
+        model="artifacts/deeplab/{labels}/model.pt",
+    output:
+        pred=directory("artifacts/deeplab/{labels}/pred_val"),
+    params:
+        infer=flags(DEEPLAB["infer"]),
+        crf=flags(CRF_LABELS["crf"]),
+    log:
+        "logs/infer_deeplab_{labels}.log",
+    benchmark:
+        "benchmarks/infer_deeplab_{labels}.tsv"
+    threads: NET_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    conda:
+        ENV
+    shell:
+        "python -m c2am.stages.infer_deeplab --manifest {input.manifest} --split val"
+        " --checkpoint {input.model} --out-dir {output.pred} {params.infer} {params.crf}"
+        " --threads {threads} 2> {log}"
+
+
+rule evaluate:
+    input:
+        manifest=MANIFEST,
+        pred=lambda w: f"artifacts/deeplab/{SCORES[w.score]}/pred_val",
+    output:
+        txt="results/{score}.txt",
+        json="results/{score}.json",
+    wildcard_constraints:
+        score="|".join(SCORES),
+    log:
+        "logs/evaluate_{score}.log",
+    benchmark:
+        "benchmarks/evaluate_{score}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        ENV
+    shell:
+        "python -m c2am.stages.evaluate --manifest {input.manifest} --split val --pred-dir {input.pred}"
+        " --out-txt {output.txt} --out-json {output.json} 2> {log}"

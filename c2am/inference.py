@@ -1,0 +1,127 @@
+"""Shared multi-scale + flip inference and the per-image loader used by the inference stages."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from c2am.io import InputError
+
+
+def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
+    """(h, w) * scale, rounded, at least 1 pixel."""
+    return tuple(max(1, int(round(s * scale))) for s in size)
+
+
+def _group_scales(size: tuple[int, int], scales: Sequence[float]) -> dict[tuple[int, int], int]:
+    """Resized size -> how many scales give it (rounding can map two scales to one size)."""
+    groups: dict[tuple[int, int], int] = {}
+    for s in scales:
+        if s <= 0:
+            raise ValueError(f"scales must be positive, got {s}")
+        key = scaled_size(size, s)
+        groups[key] = groups.get(key, 0) + 1
+    return groups
+
+
+@torch.no_grad()
+def multiscale_flip(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    scales: Sequence[float],
+    out_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Sum over scales of forward(image) + flip(forward(flip(image))), upsampled to ``out_size``; K x H x W.
+
+    ``image``: 1x3xHxW float. Per distinct resized size, the image (bilinear, align_corners=False) and its
+    horizontal flip go through ``forward`` as one batch of 2; ``forward`` returns 2 x K x h x w maps (any h, w,
+    any float dtype). The flipped map is flipped back and added, the pair is upsampled bilinearly to
+    ``out_size`` (default H x W) and accumulated in float32. Only one scale's maps are alive at a time.
+    The result is not normalised: divide by the max (``normalize_by_max``) or by ``2 * len(scales)``.
+    """
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"multiscale_flip expects a 1x3xHxW image, got shape {tuple(image.shape)}")
+    if not scales:
+        raise ValueError("multiscale_flip needs at least one scale")
+    size = tuple(image.shape[-2:])
+    out_size = tuple(out_size) if out_size is not None else size
+    total = None
+    for resized, count in _group_scales(size, scales).items():
+        x = image if resized == size else F.interpolate(image, size=resized, mode="bilinear", align_corners=False)
+        maps = forward(torch.cat([x, x.flip(-1)], dim=0))
+        if maps.ndim != 4 or maps.shape[0] != 2:
+            raise ValueError(f"forward must return 2 x K x h x w maps, got shape {tuple(maps.shape)}")
+        pair = (maps[0:1] + maps[1:2].flip(-1)).float()
+        if tuple(pair.shape[-2:]) != out_size:
+            pair = F.interpolate(pair, size=out_size, mode="bilinear", align_corners=False)
+        pair = pair[0] * count if count > 1 else pair[0]
+        total = pair if total is None else total.add_(pair)
+    return total
+
+
+def normalize_by_max(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Per channel of a K x H x W map: clamp negatives to 0, divide by the channel max.
+
+    Values land in [0, 1]; a channel's max becomes exactly 1 and an all-zero channel stays zero (the divisor
+    is clamped at ``eps``, so a channel whose max is below ``eps`` is scaled by 1/eps rather than blown up).
+    """
+    if maps.ndim != 3:
+        raise ValueError(f"normalize_by_max expects K x H x W maps, got shape {tuple(maps.shape)}")
+    maps = maps.clamp(min=0)
+    peak = maps.flatten(1).amax(dim=1).clamp(min=eps)
+    return (maps / peak[:, None, None]).clamp(max=1.0)
+
+
+# ----------------------------------------------------------------------------- image loading
+
+
+class _ImageDataset(Dataset):
+    """(id, uint8 HxWx3 tensor, error message or ""): a bad image is reported, not raised, in the worker,
+    so the main process raises one clean InputError instead of a wrapped worker traceback."""
+
+    def __init__(self, manifest, ids: Sequence[str]):
+        self.manifest = manifest
+        self.ids = list(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        try:
+            image = self.manifest.load_image(image_id)
+        except InputError as e:
+            return image_id, torch.zeros(0, dtype=torch.uint8), str(e)
+        return image_id, torch.from_numpy(np.ascontiguousarray(image)), ""
+
+
+def _no_collate(item):
+    return item
+
+
+def iterate_images(
+    manifest, ids: Sequence[str], device, num_workers: int = 0
+) -> Iterator[tuple[str, np.ndarray, torch.Tensor]]:
+    """Yield ``(id, uint8 HxWx3 numpy image, 1x3xHxW float tensor in [0,1] on device)`` in ``ids`` order.
+
+    Decoding runs in ``num_workers`` DataLoader workers, overlapping the caller's compute; the uint8 image
+    travels to the device and is converted there (4x less to copy than float).
+    """
+    device = torch.device(device)
+    loader = DataLoader(
+        _ImageDataset(manifest, ids),
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=_no_collate,
+        pin_memory=device.type == "cuda",
+    )
+    for image_id, pixels, error in loader:
+        if error:
+            raise InputError(error)
+        tensor = pixels.to(device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
+        yield image_id, pixels.numpy(), tensor

@@ -1,0 +1,383 @@
+"""Shared training infrastructure: poly-LR SGD with two parameter groups and a resumable epoch loop.
+
+Used by the C2AM, classifier and DeepLab training stages. What each stage supplies is its model,
+its DataLoader and a ``step_fn(model, batch, device) -> loss``; everything else (AMP, logging,
+checkpoints, resume, determinism) lives here.
+
+Determinism contract (what a stage must do so that a run resumed after epoch k ends with weights
+bit-identical to an uninterrupted run on the CPU):
+
+* Build the DataLoader once, with ``shuffle=True`` (or any sampler) and ``generator=epoch_generator(seed, 0)``;
+  do not use ``persistent_workers=True``.
+* Draw augmentation randomness from the global torch / numpy / random RNGs (torchvision v2 transforms do),
+  never from a generator created once at start-up.
+* Pass the same ``seed`` to :func:`fit`.
+
+:func:`fit` then, at the start of every epoch, reseeds the global RNGs from ``(seed, epoch)``, reseeds the
+loader's generator (which drives the shuffle order and the worker seeds; DataLoader workers seed torch,
+numpy and random from it), and calls ``set_epoch(epoch)`` on a sampler that has one (e.g. DistributedSampler).
+So nothing an epoch draws depends on what earlier epochs drew, and resuming needs only the model,
+optimizer, scheduler and scaler states.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from c2am.io import atomic_path, load_checkpoint, load_state_strict, save_checkpoint
+
+log = logging.getLogger("c2am.training")
+
+CSV_HEADER = ["epoch", "step", "loss", "lr"]
+
+# ----------------------------------------------------------------------------- optimisation
+
+
+def poly_lr_lambda(total_steps: int, power: float = 0.9) -> Callable[[int], float]:
+    """Multiplier ``(1 - step / total_steps) ** power``, clamped at 0, for ``LambdaLR``."""
+    if total_steps <= 0:
+        raise ValueError(f"total_steps must be positive, got {total_steps}")
+
+    def factor(step: int) -> float:
+        return max(0.0, 1.0 - step / total_steps) ** power
+
+    return factor
+
+
+def make_poly_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9):
+    """``LambdaLR`` with the poly decay; call ``step()`` once per optimiser step (``fit`` does)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(total_steps, power))
+
+
+def _trainable(params_or_modules) -> list[nn.Parameter]:
+    """Parameters with requires_grad from a module, a parameter, or an iterable of either (deduplicated)."""
+    items = [params_or_modules] if isinstance(params_or_modules, (nn.Module, nn.Parameter)) else params_or_modules
+    out, seen = [], set()
+    for item in items:
+        params = item.parameters() if isinstance(item, nn.Module) else [item]
+        for p in params:
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                out.append(p)
+    return out
+
+
+def make_sgd(
+    backbone_params,
+    head_params,
+    lr: float,
+    head_lr_mult: float = 10.0,
+    momentum: float = 0.9,
+    weight_decay: float = 1e-4,
+    nesterov: bool = False,
+    decay_norm_and_bias: bool = True,
+) -> torch.optim.SGD:
+    """SGD with a backbone group at ``lr`` and a head group at ``lr * head_lr_mult``.
+
+    ``backbone_params`` / ``head_params``: modules, parameters, or iterables of either; every parameter with
+    ``requires_grad`` is optimised, BatchNorm affine parameters included (the official code froze them).
+    The head group must not be empty (the official code's 10x group was). Momentum is passed as momentum
+    (the official code put the weight decay there).
+
+    ``decay_norm_and_bias=False`` is the common refinement of exempting 1-D parameters (norm weights and
+    biases) from weight decay; it splits each group in two (names "backbone_no_decay", "head_no_decay").
+    Every group carries a ``name`` key; the backbone group is first, so ``param_groups[0]["lr"]`` is the
+    backbone lr. A parameter listed in both sets, or an empty backbone set, is a ValueError too.
+    """
+    backbone, head = _trainable(backbone_params), _trainable(head_params)
+    if not head:
+        raise ValueError("make_sgd: the head parameter group is empty (nothing would train at the head lr)")
+    if not backbone:
+        raise ValueError("make_sgd: the backbone parameter group is empty (freeze explicitly, not by omission)")
+    shared = {id(p) for p in backbone} & {id(p) for p in head}
+    if shared:
+        raise ValueError(f"make_sgd: {len(shared)} parameter(s) are in both the backbone and the head group")
+
+    groups = []
+    for name, params, group_lr in (("backbone", backbone, lr), ("head", head, lr * head_lr_mult)):
+        if decay_norm_and_bias:
+            groups.append({"name": name, "params": params, "lr": group_lr, "weight_decay": weight_decay})
+            continue
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        for suffix, ps, wd in (("", decay, weight_decay), ("_no_decay", no_decay, 0.0)):
+            if ps:
+                groups.append({"name": name + suffix, "params": ps, "lr": group_lr, "weight_decay": wd})
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
+
+
+def count_trainable(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+# ----------------------------------------------------------------------------- determinism
+
+
+def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
+    """A well-mixed 32-bit seed derived from (seed, epoch, stream); different streams are independent."""
+    return int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0])
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded for one epoch; the same seed :func:`fit` gives a loader's generator."""
+    g = torch.Generator()
+    g.manual_seed(epoch_seed(seed, epoch, stream=1))
+    return g
+
+
+def reseed_epoch(seed: int, epoch: int, loader=None) -> None:
+    """Reseed the global RNGs and the loader's shuffle/worker generator for ``epoch``."""
+    s = epoch_seed(seed, epoch)
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    if loader is None:
+        return
+    generator = getattr(loader, "generator", None)
+    if generator is not None:
+        generator.manual_seed(epoch_seed(seed, epoch, stream=1))
+    for sampler in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+# ----------------------------------------------------------------------------- device helpers
+
+
+def use_amp(device: torch.device, amp: bool) -> bool:
+    """AMP (and channels_last) only on CUDA; on the CPU it would change results and rarely helps."""
+    return bool(amp) and torch.device(device).type == "cuda"
+
+
+def autocast(device: torch.device, amp: bool):
+    """fp16 autocast on CUDA when ``amp``; a no-op context otherwise. Also for inference stages."""
+    if use_amp(device, amp):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def to_device(batch, device: torch.device, channels_last: bool = False):
+    """Move tensors in a (nested) tuple/list/dict batch to ``device``; 4-D float tensors go channels_last if asked."""
+    if isinstance(batch, torch.Tensor):
+        t = batch.to(device, non_blocking=True)
+        if channels_last and t.ndim == 4 and t.is_floating_point():
+            t = t.contiguous(memory_format=torch.channels_last)
+        return t
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device, channels_last) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device, channels_last) for k, v in batch.items()}
+    return batch
+
+
+def cpu_state_dict(module: nn.Module) -> dict:
+    """A contiguous CPU copy of the state_dict (portable whatever the training memory format)."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+# ----------------------------------------------------------------------------- CSV log
+
+
+def _prepare_csv(path: Path, resumed_epoch: int) -> None:
+    """Fresh run: header only. Resumed after epoch k: keep the header and the rows of epochs <= k."""
+    rows = []
+    if resumed_epoch > 0 and path.is_file():
+        with open(path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header == CSV_HEADER:
+                rows = [r for r in reader if r and int(r[0]) <= resumed_epoch]
+            else:
+                log.warning("%s: unexpected header %s; starting the log afresh", path, header)
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_HEADER)
+            writer.writerows(rows)
+
+
+# ----------------------------------------------------------------------------- resume state
+
+
+def _plain(obj) -> str:
+    """Canonical text of plain metadata, so tuples and lists compare equal."""
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def _load_resume_state(state_path: Path, run: dict, model, optimizer, scheduler, scaler):
+    """Restore every state; returns (last finished epoch, meta, per-epoch mean losses).
+
+    Returns None when the state was written with other settings: a config change made Snakemake rerun the
+    stage, and its weights must not be continued.
+    """
+    state = load_checkpoint(state_path)
+    saved_run = state.get("run", {})
+    changed = sorted(k for k in set(run) | set(saved_run) if _plain(run.get(k)) != _plain(saved_run.get(k)))
+    if changed:
+        diffs = ", ".join(f"{k}: {saved_run.get(k)!r} -> {run.get(k)!r}" for k in changed[:5])
+        log.warning("%s: written with different settings (%s); ignoring it and starting fresh", state_path, diffs)
+        return None
+    load_state_strict(model, state["state_dict"], state_path)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if state.get("scaler") and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    return int(state["epoch"]), dict(state["meta"]), list(state.get("epoch_losses", []))
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def _log_rows(writer, f, pending: list, bar) -> float:
+    """Materialise pending (epoch, step, loss tensor, lr) rows: one device sync per call, not per step."""
+    losses = torch.stack([p[2] for p in pending]).float().cpu().tolist()
+    for (epoch, step, _, lr), loss in zip(pending, losses):
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch}, step {step}")
+        writer.writerow([epoch, step, f"{loss:.6g}", f"{lr:.6g}"])
+    f.flush()
+    bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{pending[-1][3]:.3g}")
+    pending.clear()
+    return sum(losses)
+
+
+def fit(
+    model: nn.Module,
+    loader: Iterable,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    epochs: int,
+    step_fn: Callable[[nn.Module, object, torch.device], torch.Tensor],
+    *,
+    ckpt_path,
+    state_path,
+    resume: bool,
+    device,
+    amp: bool,
+    log_csv,
+    meta: dict,
+    seed: int,
+    on_epoch_end: Callable[[int, nn.Module, dict], dict | None] | None = None,
+    desc: str = "train",
+    sync_every: int = 20,
+) -> dict:
+    """Train ``model`` for ``epochs`` epochs (numbered from 1); return the final checkpoint's meta.
+
+    Per step: zero_grad, ``loss = step_fn(model, batch, device)`` under autocast (CUDA + ``amp`` only), backward
+    through a GradScaler, optimiser step, ``scheduler.step()`` (``scheduler`` may be None). The batch reaches
+    ``step_fn`` already on ``device`` (4-D float tensors channels_last when AMP is on). ``model`` is in train
+    mode at the start of every epoch.
+
+    Per epoch: reseed (see the module docstring), ``on_epoch_end(epoch, model, meta)`` (may update ``meta`` in
+    place or return a dict merged into it), then the resume state ``state_path`` is written atomically.
+    At the end ``ckpt_path`` holds the model state_dict and ``meta`` plus ``epochs``, ``seed``, ``steps``,
+    ``final_loss`` (mean over the last epoch) and ``epoch_losses``; the resume state is removed.
+
+    ``resume=True`` with ``state_path`` present continues after its epoch if the state was written with the
+    same ``meta``, ``epochs``, ``seed`` and steps per epoch; otherwise it is ignored with a warning. The CSV log
+    (``epoch,step,loss,lr``; ``step`` global, 1-based; ``lr`` of the first group, as used by that step) is
+    rewritten on a fresh start and, on resume, truncated to the epochs the state covers, then appended.
+    Losses are read back every ``sync_every`` steps, so a non-finite loss raises FloatingPointError then.
+    """
+    device = torch.device(device)
+    ckpt_path, state_path, log_csv = Path(ckpt_path), Path(state_path), Path(log_csv)
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{desc}: the data loader yields no batches (dataset smaller than one batch?)")
+    if getattr(loader, "persistent_workers", False):
+        log.warning("%s: persistent_workers=True keeps worker RNG state across epochs; resume won't be exact", desc)
+    amp_on = use_amp(device, amp)
+    model.to(device)
+    if amp_on:
+        model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_on)
+
+    initial_meta = dict(meta)
+    run = {"meta": initial_meta, "epochs": int(epochs), "seed": int(seed), "steps_per_epoch": steps_per_epoch}
+    start_epoch, epoch_losses, meta = 0, [], dict(meta)
+    restored = None
+    if resume and state_path.is_file():
+        restored = _load_resume_state(state_path, run, model, optimizer, scheduler, scaler)
+    if restored is not None:
+        start_epoch, meta, epoch_losses = restored
+        log.info("%s: resuming from %s after epoch %d/%d", desc, state_path, start_epoch, epochs)
+    elif resume:
+        log.info("%s: no resume state at %s; starting fresh", desc, state_path)
+    _prepare_csv(log_csv, start_epoch)
+
+    with open(log_csv, "a", newline="") as csv_file:
+        writer = csv.writer(csv_file)
+        for epoch in range(start_epoch + 1, epochs + 1):
+            t0 = time.perf_counter()
+            reseed_epoch(seed, epoch, loader)
+            model.train()
+            pending, total = [], 0.0
+            bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", total=steps_per_epoch, mininterval=1.0, leave=False)
+            for i, batch in enumerate(bar):
+                step = (epoch - 1) * steps_per_epoch + i + 1
+                lr = optimizer.param_groups[0]["lr"]
+                batch = to_device(batch, device, channels_last=amp_on)
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, amp_on):
+                    loss = step_fn(model, batch, device)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                if scheduler is not None:
+                    scheduler.step()
+                pending.append((epoch, step, loss.detach(), lr))
+                if len(pending) >= sync_every:
+                    total += _log_rows(writer, csv_file, pending, bar)
+            if pending:
+                total += _log_rows(writer, csv_file, pending, bar)
+            bar.close()
+            epoch_losses.append(total / steps_per_epoch)
+
+            if on_epoch_end is not None:
+                update = on_epoch_end(epoch, model, meta)
+                if update:
+                    meta.update(update)
+            save_checkpoint(
+                state_path,
+                cpu_state_dict(model),
+                meta,
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict() if scheduler is not None else {},
+                scaler=scaler.state_dict(),
+                epoch=epoch,
+                run=run,
+                epoch_losses=epoch_losses,
+            )
+            log.info(
+                "%s epoch %d/%d: mean loss %.4f, lr %.3g, %.1f s",
+                desc, epoch, epochs, epoch_losses[-1], optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
+            )
+
+    final_meta = {
+        **meta,
+        "epochs": int(epochs),
+        "seed": int(seed),
+        "steps": int(epochs) * steps_per_epoch,
+        "final_loss": epoch_losses[-1] if epoch_losses else float("nan"),
+        "epoch_losses": [float(x) for x in epoch_losses],
+    }
+    save_checkpoint(ckpt_path, cpu_state_dict(model), final_meta)
+    if state_path.is_file():
+        os.remove(state_path)
+    log.info("%s: wrote %s (final loss %.4f)", desc, ckpt_path, final_meta["final_loss"])
+    return final_meta

@@ -9,6 +9,7 @@ rule train_c2am:
         model="artifacts/c2am/model.pt",
         log_csv="artifacts/c2am/train_log.csv",
     params:
+        seed=SEED,
         net=flags(C2AM, exclude=("train", "infer", "cues", "boxes")),
         train=flags(C2AM["train"]),
     log:
@@ -25,7 +26,7 @@ rule train_c2am:
     shell:
         "python -m c2am.stages.train_c2am --manifest {input.manifest} --split train"
         " --out {output.model} --log-csv {output.log_csv} {params.net} {params.train}"
-        " --seed {SEED} --threads {threads} 2> {log}"
+        " --seed {params.seed} --threads {threads} 2> {log}"
 
 
 rule infer_c2am:

@@ -18,12 +18,12 @@ NET_THREADS = 8
 
 def flag(key, value):
     """One config entry as CLI flags: batch_size: 32 -> --batch-size 32; lists -> nargs; bools -> --x / --no-x."""
-    name = "--" + key.replace("_", "-")
+    name = key.replace("_", "-")
     if isinstance(value, bool):
-        return name if value else "--no-" + name[2:]
+        return f"--{name}" if value else f"--no-{name}"
     if isinstance(value, (list, tuple)):
-        return " ".join([name] + [shlex.quote(str(v)) for v in value])
-    return f"{name} {shlex.quote(str(value))}"
+        return " ".join([f"--{name}", *(shlex.quote(str(v)) for v in value)])
+    return f"--{name} {shlex.quote(str(value))}"
 
 
 def flags(section, exclude=()):
@@ -39,6 +39,10 @@ def flags(section, exclude=()):
     return " ".join(parts)
 
 
-def stage(name):
-    """The command that runs one stage module, logging stderr to the rule's log file."""
-    return f"python -m c2am.stages.{name}"
+def deeplab_labels(wildcards):
+    """Pseudo-label folder a DeepLab variant trains on (none for the GT-trained reference)."""
+    return [] if wildcards.labels == "gt" else [f"artifacts/pseudo/{wildcards.labels}"]
+
+
+def deeplab_label_flag(wildcards, input):
+    return "--gt-labels" if wildcards.labels == "gt" else f"--labels-dir {input.labels}"

@@ -6,6 +6,7 @@ rule prepare_dataset:
     output:
         MANIFEST,
     params:
+        seed=SEED,
         data=flags(DATA, exclude=("synthetic", "splits")),
         splits=" ".join(DATA["splits"][role] for role in ("train", "pseudo_eval", "val")),
         synthetic=flags(DATA.get("synthetic", {})),
@@ -20,4 +21,4 @@ rule prepare_dataset:
     conda:
         ENV
     shell:
-        "python -m c2am.stages.prepare_dataset {params.data} --splits {params.splits} {params.synthetic} --seed {SEED} --out {output} 2> {log}"
+        "python -m c2am.stages.prepare_dataset {params.data} --splits {params.splits} {params.synthetic} --seed {params.seed} --out {output} 2> {log}"

@@ -6,14 +6,6 @@ LABEL_VARIANTS = ("cam_cues_crf", "cam_cues", "cam_fixed_tau")
 SCORES = {"voc_miou": DEEPLAB["labels"], "fully_supervised_miou": "gt"}
 
 
-def deeplab_labels(wildcards):
-    return [] if wildcards.labels == "gt" else [f"artifacts/pseudo/{wildcards.labels}"]
-
-
-def deeplab_label_flag(wildcards, input):
-    return "--gt-labels" if wildcards.labels == "gt" else f"--labels-dir {input.labels}"
-
-
 rule train_deeplab:
     input:
         manifest=MANIFEST,
@@ -24,6 +16,7 @@ rule train_deeplab:
     wildcard_constraints:
         labels="|".join(LABEL_VARIANTS + ("gt",)),
     params:
+        seed=SEED,
         labels=deeplab_label_flag,
         net=flags(DEEPLAB, exclude=("labels", "train", "infer")),
         train=flags(DEEPLAB["train"]),
@@ -41,7 +34,7 @@ rule train_deeplab:
     shell:
         "python -m c2am.stages.train_deeplab --manifest {input.manifest} --split train {params.labels}"
         " --out {output.model} --log-csv {output.log_csv} {params.net} {params.train}"
-        " --seed {SEED} --threads {threads} 2> {log}"
+        " --seed {params.seed} --threads {threads} 2> {log}"
 
 
 rule infer_deeplab:

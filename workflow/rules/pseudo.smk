@@ -12,6 +12,7 @@ rule train_classifier:
         log_csv="artifacts/classifier/train_log.csv",
         report="results/classifier.txt",
     params:
+        seed=SEED,
         net=flags(CLS, exclude=("train", "infer")),
         train=flags(CLS["train"]),
     log:
@@ -28,7 +29,7 @@ rule train_classifier:
     shell:
         "python -m c2am.stages.train_classifier --manifest {input.manifest} --split train --val-split val"
         " --out {output.model} --log-csv {output.log_csv} --report {output.report}"
-        " {params.net} {params.train} --seed {SEED} --threads {threads} 2> {log}"
+        " {params.net} {params.train} --seed {params.seed} --threads {threads} 2> {log}"
 
 
 rule infer_cam:

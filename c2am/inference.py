@@ -79,8 +79,8 @@ def normalize_by_max(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 # ----------------------------------------------------------------------------- image loading
 
 
-class _ImageDataset(Dataset):
-    """(id, uint8 HxWx3 tensor, error message or ""): a bad image is reported, not raised, in the worker,
+class InferenceDataset(Dataset):
+    """(id, uint8 HxWx3 tensor at full resolution, error message or ""): a bad image is reported, not raised, in the worker,
     so the main process raises one clean InputError instead of a wrapped worker traceback."""
 
     def __init__(self, manifest, ids: Sequence[str]):
@@ -113,7 +113,7 @@ def iterate_images(
     """
     device = torch.device(device)
     loader = DataLoader(
-        _ImageDataset(manifest, ids),
+        InferenceDataset(manifest, ids),
         batch_size=None,
         shuffle=False,
         num_workers=num_workers,

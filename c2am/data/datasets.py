@@ -3,7 +3,8 @@
 Images leave here as float tensors in [0, 1] (CHW, not normalised: the trunk normalises internally).
 Augmentation uses torchvision.transforms.v2, so an image and its mask (a ``tv_tensors.Mask``) are
 transformed jointly. The v2 transforms draw from torch's global RNG, which the training loop reseeds
-per epoch; that keeps runs and resumed runs reproducible.
+per epoch; that keeps runs and resumed runs reproducible. Inference reads full-resolution images
+through ``c2am.inference.InferenceDataset`` / ``iterate_images``.
 """
 
 from __future__ import annotations
@@ -89,18 +90,3 @@ class SegmentationDataset(Dataset):
         image, mask = self.transform(image, mask)
         return image, mask.long()
 
-
-class InferenceDataset(Dataset):
-    """(uint8 HxWx3 image, float 3xHxW image in [0,1], id) for per-image inference at full resolution."""
-
-    def __init__(self, manifest: Manifest, ids: list[str]):
-        self.manifest = manifest
-        self.ids = list(ids)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, index: int):
-        image_id = self.ids[index]
-        image = self.manifest.load_image(image_id)
-        return image, _TO_FLOAT(to_image_tensor(image)).as_subclass(torch.Tensor), image_id

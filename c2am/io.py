@@ -138,7 +138,7 @@ def load_image(path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()  # decode now: a truncated JPEG fails here, not later in a worker
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))  # writable, so torch.from_numpy is safe
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: corrupt or unreadable image ({e})") from None
 
@@ -155,7 +155,7 @@ def load_label_png(path) -> np.ndarray:
             im.load()
             if im.mode not in ("P", "L"):
                 raise InputError(f"{path}: expected a palette or grayscale PNG, got mode {im.mode}")
-            return np.asarray(im)
+            return np.array(im)  # writable, so torch.from_numpy is safe
     except (OSError, SyntaxError, ValueError) as e:
         raise InputError(f"{path}: corrupt or unreadable label image ({e})") from None
 

@@ -3,7 +3,8 @@
 #   snakemake --cores 8 --configfile config/voc2012.yaml results/voc_miou.txt
 # Each rule calls one stage module of the c2am package (python -m c2am.stages.<rule>).
 
-configfile: "config/config.yaml"
+# The default config sits beside this file, so the workflow also runs from another working directory (-d).
+configfile: workflow.source_path("config/config.yaml")
 
 
 include: "workflow/rules/common.smk"

@@ -9,7 +9,7 @@ rule prepare_dataset:
         seed=SEED,
         data=flags(DATA, exclude=("synthetic", "splits")),
         splits=" ".join(DATA["splits"][role] for role in ("train", "pseudo_eval", "val")),
-        synthetic=flags(DATA.get("synthetic", {})),
+        synthetic=flags(DATA["synthetic"]) if DATA["kind"] == "synthetic" else "",
     log:
         "logs/prepare_dataset.log",
     benchmark:

@@ -1,0 +1,81 @@
+"""The Snakemake DAG: config validation before any job, lint, and the full DAG on both configs (dry runs)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_voc_reader import make_sbd_fixture
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE_RULES = {
+    "prepare_dataset", "train_c2am", "infer_c2am", "extract_cues", "train_classifier", "infer_cam",
+    "refine_cams", "crf_labels", "train_deeplab", "infer_deeplab", "evaluate",
+}
+
+
+def snakemake(*args, cwd) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    lines = stdout.split("Job stats:")[1].splitlines()[3:]
+    counts = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total":
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def write_config(path: Path, edit) -> Path:
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", cwd=ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Congratulations" in result.stdout + result.stderr
+
+
+def test_dry_run_lists_the_whole_dag(tmp_path):
+    result = snakemake("-n", "results/voc_miou.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert set(job_counts(result.stdout)) == STAGE_RULES
+    assert not (tmp_path / "artifacts").exists()
+
+
+def test_voc2012_config_on_a_voc_fixture_lists_the_whole_dag(tmp_path):
+    make_sbd_fixture(tmp_path / "data" / "VOCdevkit" / "VOC2012")
+    result = snakemake("-n", "-p", "results/voc_miou.txt", "--configfile", str(ROOT / "config" / "voc2012.yaml"),
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert set(job_counts(result.stdout)) == STAGE_RULES
+    assert "--backbone resnet50" in result.stdout and "--model deeplabv3_resnet101" in result.stdout
+    assert "--n-train" not in result.stdout  # the default config's synthetic keys do not leak into a VOC run
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda c: c["c2am"]["train"].update(alpah=0.25), "alpah"),
+        (lambda c: c.update(sed=1), "sed"),
+        (lambda c: c["deeplab"]["train"].update(epochs="six"), "six"),
+        (lambda c: c["c2am"]["cues"].update(threshold="median"), "median"),
+    ],
+)
+def test_bad_config_is_rejected_before_any_job(tmp_path, edit, key):
+    config = write_config(tmp_path / "bad.yaml", edit)
+    result = snakemake("--cores", "1", "results/voc_miou.txt", "--configfile", str(config), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Error validating config file" in result.stderr and key in result.stderr
+    assert not (tmp_path / "artifacts").exists() and not (tmp_path / "logs").exists()

@@ -1,0 +1,111 @@
+"""The whole DAG, for real, on a tiny config in a temporary directory (a few dozen 64-px images, one epoch each).
+
+One run is shared by the tests of this module: it is the expensive part (about a minute on 2 cores).
+"""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from c2am.data.voc import Manifest
+from c2am.io import load_checkpoint, load_label_png, load_npy, load_npz
+from tests.test_workflow import STAGE_RULES, job_counts, snakemake, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCORE_FILES = ["c2am_maps", "c2am_boxes", "classifier", "pseudo_masks", "voc_miou"]
+
+
+def tiny(config: dict) -> None:
+    config["dataset"]["synthetic"] = {"n_train": 24, "n_val": 8, "image_size": 64}
+    for net in ("c2am", "classifier", "deeplab"):
+        config[net]["train"].update(epochs=1, batch_size=8)
+    config["c2am"]["train"].update(resize=64, crop=56)
+    config["classifier"]["train"]["crop"] = 64
+    config["deeplab"]["train"]["crop"] = 64
+    for net in ("c2am", "classifier"):
+        config[net]["infer"]["scales"] = [1.0]
+    for crf in (config["c2am"]["cues"]["crf"], config["crf_labels"]["crf"]):
+        crf["iters"] = 2
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("dag")
+    config = write_config(work / "tiny.yaml", tiny)
+    result = snakemake("--cores", "2", "--configfile", str(config), cwd=work)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return work, config
+
+
+def test_every_artifact_exists_and_every_score_parses(run):
+    work, _ = run
+    manifest = Manifest.load(work / "artifacts/dataset/manifest.json")
+    train, val = manifest.ids("train"), manifest.ids("val")
+    assert len(train) == 24 and len(val) == 8
+    for ckpt in ("artifacts/c2am/model.pt", "artifacts/classifier/model.pt", "artifacts/deeplab/cam_cues_crf/model.pt"):
+        assert load_checkpoint(work / ckpt)["state_dict"]
+        assert not list((work / ckpt).parent.glob("*.state.pt")), "resume state left behind after a finished run"
+    assert isinstance(load_checkpoint(work / "artifacts/c2am/model.pt")["meta"]["inverted"], bool)
+    for image_id in train:
+        fg = load_npy(work / "artifacts/c2am/maps" / f"{image_id}.npy")
+        assert fg.dtype == np.float16 and fg.shape == (64, 64) and 0 <= fg.min() and fg.max() <= 1
+        assert set(np.unique(load_label_png(work / "artifacts/c2am/cues" / f"{image_id}.png"))) <= {0, 255}
+        cams = load_npz(work / "artifacts/classifier/cams" / f"{image_id}.npz")
+        assert cams["cams"].shape[0] == len(cams["classes"]) == len(manifest.labels[image_id])
+        for variant in ("cam_cues", "cam_fixed_tau", "cam_cues_crf"):
+            assert load_label_png(work / "artifacts/pseudo" / variant / f"{image_id}.png").shape == (64, 64)
+    for image_id in val:
+        assert load_label_png(work / "artifacts/deeplab/cam_cues_crf/pred_val" / f"{image_id}.png").shape == (64, 64)
+
+    results = {name: (work / "results" / f"{name}.txt").read_text().splitlines() for name in SCORE_FILES}
+    assert re.fullmatch(r"mIoU: \d+\.\d\d", results["voc_miou"][0])
+    assert [line.split(":")[0] for line in results["pseudo_masks"]][:4] == [
+        "cam_best_tau", "cam_fixed_tau", "cam_cues", "cam_cues_crf"]
+    assert re.fullmatch(r"cam_best_tau: \d+\.\d\d \(tau=0\.\d\d\)", results["pseudo_masks"][0])
+    assert re.fullmatch(r"gt_known_loc: [01]\.\d{4}", results["c2am_boxes"][0])
+    assert [line.split(":")[0] for line in results["c2am_maps"][:3]] == ["map_fg_iou", "cue_fg_iou", "map_auc"]
+    assert re.match(r"mAP: [01]\.\d{4}", results["classifier"][0])
+    scores = json.loads((work / "results/voc_miou.json").read_text())
+    assert len(scores["confusion_matrix"]) == 7
+    assert (work / "logs/train_c2am.log").stat().st_size > 0
+    assert {p.stem for p in (work / "benchmarks").glob("*.tsv")} >= {
+        "prepare_dataset", "train_c2am", "train_classifier", "evaluate_voc_miou"}
+
+
+def test_second_run_does_nothing(run):
+    work, config = run
+    result = snakemake("-n", "--configfile", str(config), cwd=work)
+    assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_parameter_change_reruns_that_stage_and_downstream_only(run):
+    work, _ = run
+
+    def edit(config):
+        tiny(config)
+        config["refine"]["fixed_tau"] = 0.25
+
+    changed = write_config(work / "changed.yaml", edit)
+    result = snakemake("-n", "--configfile", str(changed), cwd=work)
+    assert result.returncode == 0, result.stderr
+    assert set(job_counts(result.stdout)) == {
+        "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate", "all"}
+
+
+def test_forcerun_reruns_one_stage_and_downstream(run):
+    work, config = run
+    result = snakemake("-n", "--configfile", str(config), "--forcerun", "extract_cues", cwd=work)
+    jobs = set(job_counts(result.stdout))
+    assert "extract_cues" in jobs and "train_c2am" not in jobs and "train_classifier" not in jobs
+    assert {"refine_cams", "eval_c2am"} <= jobs
+
+
+def test_all_stage_rules_ran(run):
+    work, _ = run
+    ran = {p.stem.removesuffix("_voc_miou").removesuffix("_cam_cues_crf") for p in (work / "benchmarks").glob("*.tsv")}
+    assert STAGE_RULES <= ran
+    assert yaml.safe_load((work / "tiny.yaml").read_text())["dataset"]["synthetic"]["n_train"] == 24

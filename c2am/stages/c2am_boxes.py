@@ -1,0 +1,112 @@
+"""Class-agnostic boxes (WSOL) from C2AM maps and their GT-known localisation accuracy.
+
+Box of an image = bounding box of the largest 8-connected region of map > tau, as 0-based inclusive
+pixel coordinates [x1, y1, x2, y2] (null when no pixel exceeds tau; such an image counts as a miss).
+GT-known localisation = share of images whose box has IoU >= 0.5 with any GT box (Annotations XML).
+``--tau otsu`` / ``otsu3`` take the two- / three-class Otsu threshold over the split's pooled map histogram
+(no GT), as extract_cues does (see there for why three classes suit upsampled stride-16 maps).
+A tau sweep follows in the text report, labelled oracle: it is chosen on the scored split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+from c2am.data.voc import Manifest
+from c2am.io import InputError, run_stage, save_json, save_text, set_threads
+from c2am.metrics import box_iou, largest_component_box
+from c2am.parallel import map_items
+from c2am.stages.extract_cues import dataset_otsu, load_map, map_paths_for
+
+log = logging.getLogger("c2am.c2am_boxes")
+
+IOU_HIT = 0.5
+SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def parse_tau(text: str) -> str | float:
+    if text in ("otsu", "otsu3"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(f"--tau {text!r}: use 'otsu', 'otsu3' or a number in (0, 1)") from None
+    if not 0 < value < 1:
+        raise InputError(f"--tau {value}: must lie in (0, 1)")
+    return value
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m c2am.stages.c2am_boxes", description=__doc__.split("\n")[0])
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split", default="train")
+    p.add_argument("--maps-dir", required=True)
+    p.add_argument("--tau", default="otsu", help="otsu / otsu3 (from the maps, no GT) or a number in (0, 1)")
+    p.add_argument("--out-json", required=True, help="image id -> [x1, y1, x2, y2] or null")
+    p.add_argument("--out-txt", required=True, help="report; first line gt_known_loc: 0.xxxx")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    args.tau = parse_tau(args.tau)
+    return args
+
+
+def box_hit(box: list[int] | None, gt_boxes: list[list[int]]) -> bool:
+    """GT-known hit: the box overlaps some GT box with IoU >= 0.5 (no box is a miss)."""
+    return box is not None and any(box_iou(box, g) >= IOU_HIT for g in gt_boxes)
+
+
+def boxes_for_image(image_id: str, manifest: Manifest, maps_dir: Path, taus: tuple[float, ...]) -> dict:
+    """Boxes at every tau in ``taus`` and their hits against the image's GT boxes."""
+    fmap = load_map(maps_dir / f"{image_id}.npy")
+    gt = [b for _, b in manifest.gt_boxes(image_id)]
+    if not gt:
+        raise InputError(f"{manifest.annotation_path(image_id)}: no object boxes to score against")
+    boxes = [largest_component_box(fmap > t) for t in taus]
+    return {"boxes": boxes, "hits": [box_hit(b, gt) for b in boxes]}
+
+
+def format_report(acc: float, tau: float, method: str, n: int, empty: int, sweep: dict[float, float]) -> str:
+    best = max(sweep, key=sweep.get)
+    lines = [
+        f"gt_known_loc: {acc:.4f}",
+        f"tau: {tau:.4f} (method {method}, chosen from the maps without GT)",
+        f"images: {n}  without any pixel above tau: {empty}",
+        f"oracle tau (chosen on this split's GT): {best:.2f}  oracle gt_known_loc: {sweep[best]:.4f}",
+        "oracle sweep (tau: gt_known_loc): " + ", ".join(f"{t:.2f}: {v:.4f}" for t, v in sweep.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    manifest = Manifest.load(args.manifest)
+    maps_dir = Path(args.maps_dir)
+    ids = manifest.ids(args.split)
+    paths = map_paths_for(manifest, args.split, maps_dir)
+    if args.tau in ("otsu", "otsu3"):
+        tau, method = dataset_otsu(paths, args.threads, classes=3 if args.tau == "otsu3" else 2), args.tau
+    else:
+        tau, method = float(args.tau), "fixed"
+    taus = (tau,) + SWEEP
+    fn = partial(boxes_for_image, manifest=manifest, maps_dir=maps_dir, taus=taus)
+    results = map_items(fn, ids, threads=args.threads, desc="c2am boxes")
+    boxes = {i: r["boxes"][0] for i, r in zip(ids, results)}
+    acc = float(np.mean([r["hits"][0] for r in results]))
+    sweep = {t: float(np.mean([r["hits"][k + 1] for r in results])) for k, t in enumerate(SWEEP)}
+    empty = sum(b is None for b in boxes.values())
+    save_json(args.out_json, boxes)
+    text = format_report(acc, tau, method, len(ids), empty, sweep)
+    save_text(args.out_txt, text)
+    sys.stderr.write(text)
+    return {"gt_known_loc": acc, "tau": tau, "method": method, "oracle_sweep": sweep}
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

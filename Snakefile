@@ -3,8 +3,14 @@
 #   snakemake --cores 8 --configfile config/voc2012.yaml results/voc_miou.txt
 # Each rule calls one stage module of the c2am package (python -m c2am.stages.<rule>).
 
+import sys
+
+
 # The default config sits beside this file, so the workflow also runs from another working directory (-d).
 configfile: workflow.source_path("config/config.yaml")
+
+
+report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
@@ -12,6 +18,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/c2am.smk"
 include: "workflow/rules/pseudo.smk"
 include: "workflow/rules/deeplab.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -22,3 +29,11 @@ rule all:
         "results/classifier.txt",
         "results/pseudo_masks.txt",
         "results/voc_miou.txt",
+        rules.visualize.output,
+
+
+onsuccess:
+    sys.path.insert(0, workflow.basedir)  # the c2am package beside this file, whatever env runs Snakemake
+    from c2am.stages.summary import summarize
+
+    print(summarize("."))

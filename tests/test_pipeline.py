@@ -93,7 +93,7 @@ def test_parameter_change_reruns_that_stage_and_downstream_only(run):
     result = snakemake("-n", "--configfile", str(changed), cwd=work)
     assert result.returncode == 0, result.stderr
     assert set(job_counts(result.stdout)) == {
-        "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate", "all"}
+        "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate", "visualize", "all"}
 
 
 def test_forcerun_reruns_one_stage_and_downstream(run):

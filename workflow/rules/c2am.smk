@@ -85,7 +85,7 @@ rule eval_c2am:
         cues="artifacts/c2am/cues",
         threshold="artifacts/c2am/cue_threshold.json",
     output:
-        "results/c2am_maps.txt",
+        report("results/c2am_maps.txt", caption="../report/score_c2am_maps.rst", category="1. C2AM"),
     params:
         crf=flags(C2AM["cues"]["crf"]),
         fixed=C2AM["cues"]["fixed_threshold"],
@@ -111,7 +111,7 @@ rule c2am_boxes:
         maps="artifacts/c2am/maps",
     output:
         boxes="artifacts/c2am/boxes.json",
-        report="results/c2am_boxes.txt",
+        report=report("results/c2am_boxes.txt", caption="../report/score_c2am_boxes.rst", category="1. C2AM"),
     params:
         boxes=flags(C2AM["boxes"]),
     log:

@@ -68,7 +68,7 @@ rule evaluate:
         manifest=MANIFEST,
         pred=lambda w: f"artifacts/deeplab/{SCORES[w.score]}/pred_val",
     output:
-        txt="results/{score}.txt",
+        txt=report("results/{score}.txt", caption="../report/score_miou.rst", category="4. DeepLab"),
         json="results/{score}.json",
     wildcard_constraints:
         score="|".join(SCORES),

@@ -10,7 +10,7 @@ rule train_classifier:
     output:
         model="artifacts/classifier/model.pt",
         log_csv="artifacts/classifier/train_log.csv",
-        report="results/classifier.txt",
+        report=report("results/classifier.txt", caption="../report/score_classifier.rst", category="2. Classifier"),
     params:
         seed=SEED,
         net=flags(CLS, exclude=("train", "infer")),
@@ -113,7 +113,7 @@ rule eval_pseudo:
         cam_cues="artifacts/pseudo/cam_cues",
         cam_cues_crf="artifacts/pseudo/cam_cues_crf",
     output:
-        txt="results/pseudo_masks.txt",
+        txt=report("results/pseudo_masks.txt", caption="../report/score_pseudo_masks.rst", category="3. Pseudo labels"),
         json="results/pseudo_masks.json",
     params:
         sweep=" ".join(str(REFINE["tau_sweep"][k]) for k in ("start", "stop", "step")),

@@ -1,0 +1,170 @@
+"""Run summary: the table printed at the end of a successful run (Snakefile ``onsuccess``).
+
+Reads what the run left in its working directory and prints:
+
+- pseudo-mask mIoU of each variant (``results/pseudo_masks.json``, written by eval_pseudo);
+- the final val mIoU (``results/voc_miou.txt``) and, when ``results/fully_supervised_miou.txt`` exists, the fully
+  supervised reference and the weak/full ratio;
+- the wall time of each stage from its ``benchmarks/<rule>.tsv`` (Snakemake benchmark format, column ``s``; the
+  mean over repeats), in DAG order, and their sum.
+
+A file that is absent (a run that stopped at an earlier target) is shown as ``—``; one that cannot be read is
+named with the reason. Only the standard library is used, so that the Snakemake process can import this module
+whatever environment it runs in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+MISSING = "—"
+WIDTH = 46  # label column
+# Rule names in DAG order; a benchmark file is <rule>.tsv or <rule>_<wildcards>.tsv.
+STAGE_ORDER = (
+    "prepare_dataset", "train_c2am", "infer_c2am", "extract_cues", "eval_c2am", "c2am_boxes", "train_classifier",
+    "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
+    "visualize",
+)
+VARIANT_TITLES = {
+    "cam_best_tau": "CAM only, best tau{tau} (oracle-tuned)",
+    "cam_fixed_tau": "CAM only, fixed tau{tau}",
+    "cam_cues": "CAM + C2AM cue",
+    "cam_cues_crf": "CAM + C2AM cue + CRF",
+}
+
+
+class Unreadable(Exception):
+    """A result file that exists but cannot be parsed; the message says why."""
+
+
+def row(label: str, value: str) -> str:
+    return f"  {label:<{WIDTH}} {value}"
+
+
+def read_miou_txt(path: Path) -> float | None:
+    """The number of the first line ``mIoU: xx.xx`` of an evaluate report; None when the file is absent."""
+    if not path.is_file():
+        return None
+    first = (path.read_text().splitlines() or [""])[0]
+    key, _, value = first.partition(":")
+    try:
+        if key.strip() != "mIoU":
+            raise ValueError
+        return float(value)
+    except ValueError:
+        raise Unreadable(f"{path}: first line {first!r} is not 'mIoU: <number>'") from None
+
+
+def pseudo_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        return ["Pseudo masks (mIoU %):", row("results/pseudo_masks.json", MISSING)]
+    try:
+        report = json.loads(path.read_text())
+        variants = report["variants"]
+        head = f"Pseudo masks (mIoU %, split '{report.get('split', '?')}', {report.get('num_images', '?')} images):"
+        lines = [head]
+        for name, v in variants.items():
+            tau = f" {v['tau']:.2f}" if isinstance(v.get("tau"), (int, float)) else ""
+            title = VARIANT_TITLES.get(name, name).format(tau=tau)
+            lines.append(row(title, MISSING if v.get("miou") is None else f"{v['miou']:.2f}"))
+        return lines
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+        return ["Pseudo masks (mIoU %):", row(str(path), f"unreadable ({type(e).__name__}: {e})")]
+
+
+def trained_on(results: Path) -> str:
+    """The pseudo-label variant DeepLab learned from, from the evaluate JSON's prediction folder."""
+    path = results / "voc_miou.json"
+    try:
+        return Path(json.loads(path.read_text())["pred_dir"]).parent.name
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return "pseudo labels"
+
+
+def final_lines(results: Path) -> list[str]:
+    lines = ["Final model (val mIoU %):"]
+    try:
+        weak = read_miou_txt(results / "voc_miou.txt")
+        full = read_miou_txt(results / "fully_supervised_miou.txt")
+    except Unreadable as e:
+        return lines + [row("results", f"unreadable ({e})")]
+    lines.append(row(f"DeepLab on {trained_on(results)}", MISSING if weak is None else f"{weak:.2f}"))
+    if full is not None:
+        lines.append(row("DeepLab on GT (fully supervised)", f"{full:.2f}"))
+        ratio = MISSING if weak is None or full == 0 else f"{weak / full:.3f}"
+        lines.append(row("weak / full", ratio))
+    return lines
+
+
+def stage_key(name: str) -> tuple[int, str]:
+    """DAG position of a benchmark file's rule (longest matching rule name), unknown rules last."""
+    matches = [i for i, rule in enumerate(STAGE_ORDER) if name == rule or name.startswith(rule + "_")]
+    best = max(matches, key=lambda i: len(STAGE_ORDER[i]), default=len(STAGE_ORDER))
+    return best, name
+
+
+def benchmark_seconds(path: Path) -> float:
+    """Mean of column ``s`` over the rows of a Snakemake benchmark TSV (several rows with ``repeat``)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    try:
+        values = [float(r["s"]) for r in rows]
+    except (KeyError, TypeError, ValueError):
+        raise Unreadable("no numeric column 's'") from None
+    if not values:
+        raise Unreadable("no rows")
+    return sum(values) / len(values)
+
+
+def timing_lines(benchmarks: Path) -> list[str]:
+    files = sorted(benchmarks.glob("*.tsv"), key=lambda p: stage_key(p.stem)) if benchmarks.is_dir() else []
+    lines = ["Wall time per stage (s, from benchmarks/*.tsv):"]
+    if not files:
+        return lines + [row("benchmarks/", MISSING)]
+    total = 0.0
+    for path in files:
+        try:
+            seconds = benchmark_seconds(path)
+        except (Unreadable, OSError) as e:
+            lines.append(row(path.stem, f"unreadable ({e})"))
+            continue
+        total += seconds
+        lines.append(row(path.stem, f"{seconds:8.1f}"))
+    lines.append(row("total", f"{total:8.1f}"))
+    return lines
+
+
+def summarize(workdir) -> str:
+    """The run summary table of a working directory, as text ending in a newline."""
+    workdir = Path(workdir)
+    results = workdir / "results"
+    sections = [
+        ["c2am-wsss run summary"],
+        pseudo_lines(results / "pseudo_masks.json"),
+        final_lines(results),
+        timing_lines(workdir / "benchmarks"),
+    ]
+    return "\n".join("\n".join(s) for s in sections) + "\n"
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m c2am.stages.summary", description=__doc__.split("\n\n")[0])
+    p.add_argument("--workdir", type=Path, default=Path("."), help="the run's working directory")
+    p.add_argument("--out", type=Path, default=None, help="also write the table to this file")
+    args = p.parse_args(argv)
+    text = summarize(args.workdir)
+    sys.stdout.write(text)
+    if args.out is not None:
+        from c2am.io import save_text
+
+        save_text(args.out, text)
+
+
+if __name__ == "__main__":
+    from c2am.io import run_stage
+
+    sys.exit(run_stage(main))

@@ -68,4 +68,5 @@ def check_crf_inputs(image: np.ndarray, labels: np.ndarray, n_labels: int) -> tu
     bad = (labels < 0) | ((labels >= n_labels) & (labels != IGNORE))
     if bad.any():
         raise ValueError(f"labels hold value {int(labels[bad][0])}, outside 0..{n_labels - 1} and 255")
-    return np.ascontiguousarray(image), labels
+    # pydensecrf needs a C-contiguous, writable buffer (a read-only view is rejected)
+    return np.require(image, requirements=["C", "W"]), labels

@@ -137,9 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    set_threads(args.threads)
+    threads = set_threads(args.threads)
     manifest = Manifest.load(args.manifest)
-    cm = score_folder(manifest, args.split, args.pred_dir, args.gt_dir, threads=args.threads)
+    cm = score_folder(manifest, args.split, args.pred_dir, args.gt_dir, threads=threads)
     result = scores_dict(cm, manifest.classes)
     result.update(
         split=args.split,

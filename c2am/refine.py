@@ -1,0 +1,74 @@
+"""Pseudo labels from class CAMs and a background score (pure numpy; DESIGN.md section 3).
+
+label(p) = argmax over [B(p), CAM_c1(p), ..., CAM_ck(p)], mapped back to class indices (0 = background).
+
+* With C2AM cues, B(p) = 1 - cue_fg(p): the cue is a grayscale PNG, 255 = foreground. A binary cue makes B
+  1 on cue background (every normalised CAM is <= 1, so the pixel stays background: ties go to background)
+  and 0 on cue foreground (the strongest class wins, if any CAM there is above 0).
+* The CAM-only baseline uses a constant B(p) = tau.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def check_cams(cams: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """K x H x W float CAMs and K class indices (each >= 1); returns (cams as float32, classes as int64)."""
+    cams = np.asarray(cams)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if cams.ndim != 3:
+        raise ValueError(f"cams must be K x H x W, got shape {cams.shape}")
+    if cams.shape[0] != classes.size:
+        raise ValueError(f"{cams.shape[0]} CAMs but {classes.size} class indices")
+    if classes.size and classes.min() < 1:
+        raise ValueError(f"class indices must be foreground (>= 1), got {classes.tolist()}")
+    return cams.astype(np.float32, copy=False), classes
+
+
+def background_from_cue(cue: np.ndarray) -> np.ndarray:
+    """B = 1 - cue_fg from a uint8 cue (255 = foreground, 0 = background); soft cues give soft B."""
+    cue = np.asarray(cue)
+    if cue.dtype != np.uint8 or cue.ndim != 2:
+        raise ValueError(f"cue must be a uint8 H x W map, got {cue.dtype} {cue.shape}")
+    return 1.0 - cue.astype(np.float32) / 255.0
+
+
+def refine_labels(cams: np.ndarray, classes: Sequence[int], background) -> np.ndarray:
+    """H x W uint8 labels = class of argmax over [background, cams...]; ties go to background.
+
+    ``background``: a scalar (the tau baseline) or an H x W array (e.g. :func:`background_from_cue`).
+    With no classes (K = 0) every pixel is background.
+    """
+    cams, classes = check_cams(cams, classes)
+    h, w = cams.shape[1:]
+    bg = np.broadcast_to(np.asarray(background, dtype=np.float32), (h, w))
+    if classes.size == 0:
+        return np.zeros((h, w), dtype=np.uint8)
+    best = cams.argmax(axis=0)  # first max among the classes
+    peak = np.take_along_axis(cams, best[None], axis=0)[0]
+    # Strictly greater: a tie with the background score leaves the pixel background.
+    return np.where(peak > bg, classes[best], 0).astype(np.uint8)
+
+
+def refine_sweep(cams: np.ndarray, classes: Sequence[int], taus: Sequence[float]) -> np.ndarray:
+    """``refine_labels`` at each constant tau; T x H x W uint8 (argmax is computed once)."""
+    cams, classes = check_cams(cams, classes)
+    h, w = cams.shape[1:]
+    taus = np.asarray(taus, dtype=np.float32)
+    if classes.size == 0:
+        return np.zeros((taus.size, h, w), dtype=np.uint8)
+    best = cams.argmax(axis=0)
+    peak = np.take_along_axis(cams, best[None], axis=0)[0]
+    cls = classes[best].astype(np.uint8)
+    return np.where(peak[None] > taus[:, None, None], cls[None], np.uint8(0)).astype(np.uint8)
+
+
+def tau_grid(start: float, stop: float, step: float) -> list[float]:
+    """start, start + step, ... up to stop inclusive, rounded to 4 decimals (no float drift: 0.15, not 0.1500001)."""
+    if step <= 0 or stop < start:
+        raise ValueError(f"bad tau sweep start={start} stop={stop} step={step}")
+    n = int(np.floor((stop - start) / step + 1e-6)) + 1
+    return [round(start + i * step, 4) for i in range(n)]

@@ -1,0 +1,208 @@
+"""Refinement rule (c2am.refine), the label-CRF stage helpers and the refine / CRF / eval_pseudo stages on a tiny tree."""
+
+import json
+
+import numpy as np
+import pytest
+
+from c2am.data.voc import Manifest
+from c2am.io import InputError, load_label_png, save_gray_png, save_jpeg, save_label_png, save_npz
+from c2am.refine import background_from_cue, refine_labels, refine_sweep, tau_grid
+from c2am.stages import crf_labels, eval_pseudo, refine_cams
+from c2am.stages.crf_labels import crf_present_labels, mark_disagreement
+
+# Two classes (indices 2 and 5) over four pixels:
+#   p0: cue background, CAMs 0.9 / 0.2       -> stays background although a CAM is high
+#   p1: cue foreground, CAMs 0.3 / 0.6       -> strongest class, 5
+#   p2: cue foreground, CAMs 0.0 / 0.0       -> tie with B = 0 -> background
+#   p3: cue foreground, CAMs 0.7 / 0.1       -> class 2
+CAMS = np.array([[[0.9, 0.3, 0.0, 0.7]], [[0.2, 0.6, 0.0, 0.1]]], np.float32)  # K=2 x H=1 x W=4
+CLASSES = [2, 5]
+CUE = np.array([[0, 255, 255, 255]], np.uint8)
+
+
+def test_refinement_rule_hand_case():
+    labels = refine_labels(CAMS, CLASSES, background_from_cue(CUE))
+    np.testing.assert_array_equal(labels, [[0, 5, 0, 2]])
+    assert labels.dtype == np.uint8
+
+
+def test_cue_background_pixel_stays_background_even_at_cam_peak():
+    # A normalised CAM is at most 1, so B = 1 on cue background always wins (tie -> background).
+    cams = np.ones((1, 2, 2), np.float32)
+    cue = np.array([[0, 255], [0, 255]], np.uint8)
+    np.testing.assert_array_equal(refine_labels(cams, [3], background_from_cue(cue)), [[0, 3], [0, 3]])
+
+
+def test_tau_baseline_ties_go_to_background():
+    # Constant B = 0.6: 0.6 (tie) and below stay background, above takes the class.
+    cams = np.array([[[0.6, 0.61, 0.59]]], np.float32)
+    np.testing.assert_array_equal(refine_labels(cams, [1], 0.6), [[0, 1, 0]])
+
+
+def test_equal_cams_pick_first_listed_class():
+    cams = np.array([[[0.5]], [[0.5]]], np.float32)
+    assert refine_labels(cams, [4, 1], 0.1)[0, 0] == 4
+
+
+def test_no_classes_gives_all_background():
+    out = refine_labels(np.zeros((0, 2, 3), np.float32), [], background_from_cue(np.full((2, 3), 255, np.uint8)))
+    np.testing.assert_array_equal(out, np.zeros((2, 3)))
+
+
+def test_soft_cue_background_score():
+    np.testing.assert_allclose(background_from_cue(np.array([[0, 51, 255]], np.uint8)), [[1.0, 0.8, 0.0]])
+
+
+def test_refine_rejects_mismatched_classes():
+    with pytest.raises(ValueError, match="2 CAMs but 1"):
+        refine_labels(CAMS, [2], 0.5)
+    with pytest.raises(ValueError, match="foreground"):
+        refine_labels(CAMS, [0, 1], 0.5)
+
+
+def test_sweep_equals_per_tau_refinement():
+    rng = np.random.default_rng(0)
+    cams = rng.random((3, 5, 6)).astype(np.float32)
+    taus = [0.1, 0.5, 0.9]
+    sweep = refine_sweep(cams, [1, 4, 6], taus)
+    for t, labels in zip(taus, sweep):
+        np.testing.assert_array_equal(labels, refine_labels(cams, [1, 4, 6], t))
+
+
+def test_tau_grid_inclusive_and_rounded():
+    grid = tau_grid(0.05, 0.75, 0.05)
+    assert len(grid) == 15 and grid[0] == 0.05 and grid[-1] == 0.75 and grid[2] == 0.15
+
+
+# ----------------------------------------------------------------------------- label CRF
+
+
+def two_region_image(h=24, w=24):
+    """Left half dark, right half bright: the answer of a label CRF is the two halves."""
+    image = np.zeros((h, w, 3), np.uint8)
+    image[:, w // 2 :] = 220
+    truth = np.zeros((h, w), np.uint8)
+    truth[:, w // 2 :] = 3
+    return image, truth
+
+
+def test_crf_present_labels_fixes_noise_and_keeps_class_indices():
+    image, truth = two_region_image()
+    noisy = truth.copy()
+    noisy[5, 3] = 3  # a wrong speck of class 3 in the background half
+    noisy[10, 20] = 0  # a hole in the object
+    noisy[0:2, 14:16] = 255  # unknown pixels get filled
+    out = crf_present_labels(image, noisy, gt_prob=0.7, iters=10)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, truth)  # index 3 comes back as 3, not as the compact index 1
+
+
+def test_crf_present_labels_single_label_is_identity():
+    image, _ = two_region_image()
+    labels = np.zeros(image.shape[:2], np.uint8)
+    labels[0, 0] = 255
+    np.testing.assert_array_equal(crf_present_labels(image, labels), np.zeros_like(labels))
+
+
+def test_mark_disagreement():
+    a = np.array([[1, 2, 0]], np.uint8)
+    b = np.array([[1, 0, 0]], np.uint8)
+    np.testing.assert_array_equal(mark_disagreement(a, b), [[1, 255, 0]])
+
+
+# ----------------------------------------------------------------------------- stages on a tiny tree
+
+STAGE_CLASSES = ["background", "a", "b"]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Two 16x16 images: object of class 1 (left) / class 2 (right) on the bright half; CAMs peak on part of it."""
+    root = tmp_path / "voc"
+    ids = ["i0", "i1"]
+    labels = {"i0": [1], "i1": [2]}
+    for n, image_id in enumerate(ids):
+        image, truth = two_region_image(16, 16)
+        gt = np.where(truth > 0, n + 1, 0).astype(np.uint8)
+        save_jpeg(root / "JPEGImages" / f"{image_id}.jpg", image, quality=100)
+        save_label_png(root / "SegmentationClassAug" / f"{image_id}.png", gt)
+        cam = np.zeros((1, 16, 16), np.float32)
+        cam[0, :, 8:12] = 1.0  # a "discriminative part": half of the object
+        cam[0, :, 12:] = 0.25  # exact in float16
+        cam[0, :, 6:8] = 0.2  # bleeds into the background
+        save_npz(tmp_path / "cams" / f"{image_id}.npz", classes=np.array(labels[image_id]), cams=cam.astype(np.float16))
+        save_gray_png(tmp_path / "cues" / f"{image_id}.png", np.where(gt > 0, 255, 0))  # a perfect cue
+    Manifest(root=root, classes=STAGE_CLASSES, splits={"train": ids, "pseudo_eval": ids, "val": ids},
+             labels=labels).save(tmp_path / "manifest.json")
+    return tmp_path
+
+
+def test_refine_stage_writes_both_variants(tiny):
+    refine_cams.main([
+        "--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"), "--cues-dir", str(tiny / "cues"),
+        "--fixed-tau", "0.5", "--out-cues-dir", str(tiny / "rc"), "--out-tau-dir", str(tiny / "rt"),
+    ])
+    cue_lab = load_label_png(tiny / "rc" / "i1.png")
+    tau_lab = load_label_png(tiny / "rt" / "i1.png")
+    np.testing.assert_array_equal(cue_lab[:, 8:], 2)  # the cue recovers the whole object
+    np.testing.assert_array_equal(cue_lab[:, :8], 0)
+    np.testing.assert_array_equal(tau_lab[:, 8:12], 2)  # tau 0.5 keeps only the CAM peak
+    np.testing.assert_array_equal(tau_lab[:, 12:], 0)
+
+
+def test_crf_stage_ignore_disagreement(tiny):
+    labels = tiny / "labels"
+    for image_id, cls in (("i0", 1), ("i1", 2)):
+        lab = np.zeros((16, 16), np.uint8)
+        lab[:, 8:] = cls
+        lab[3, 3] = cls  # a speck the CRF removes
+        save_label_png(labels / f"{image_id}.png", lab)
+    base = ["--manifest", str(tiny / "manifest.json"), "--labels-dir", str(labels), "--gt-prob", "0.7"]
+    crf_labels.main(base + ["--out-dir", str(tiny / "crf")])
+    crf_labels.main(base + ["--out-dir", str(tiny / "crf_ign"), "--ignore-disagreement"])
+    plain = load_label_png(tiny / "crf" / "i0.png")
+    ign = load_label_png(tiny / "crf_ign" / "i0.png")
+    assert plain[3, 3] == 0 and ign[3, 3] == 255
+    np.testing.assert_array_equal(np.delete(ign.ravel(), 3 * 16 + 3), np.delete(plain.ravel(), 3 * 16 + 3))
+
+
+def test_eval_pseudo_lines_order_and_json(tiny):
+    save_label_png(tiny / "perfect" / "i0.png", load_label_png(tiny / "voc" / "SegmentationClassAug" / "i0.png"))
+    save_label_png(tiny / "perfect" / "i1.png", load_label_png(tiny / "voc" / "SegmentationClassAug" / "i1.png"))
+    for image_id in ("i0", "i1"):
+        save_label_png(tiny / "empty" / f"{image_id}.png", np.zeros((16, 16), np.uint8))
+    out_txt, out_json = tiny / "res" / "p.txt", tiny / "res" / "p.json"
+    eval_pseudo.main([
+        "--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
+        "--tau-sweep", "0.1", "0.9", "0.1", "--fixed-tau", "0.5",
+        "--variant", f"zz_perfect={tiny / 'perfect'}", "--variant", f"aa_empty={tiny / 'empty'}",
+        "--out-txt", str(out_txt), "--out-json", str(out_json),
+    ])
+    # Hand numbers. Per image: GT object = columns 8..15 (128 px), background 128 px.
+    # tau in [0.25, 1.0): object columns 8..11 only -> class IoU 64/128 = 0.5, background 128/192;
+    #   mIoU = (2/3 + 0.5 + 0.5) / 3 = 55.56.  tau 0.2 adds columns 12..15 -> perfect, 100.00 (best, first tie).
+    #   tau 0.1 also adds columns 6..7 -> class IoU 128/160, background 96/128: (0.75 + 0.8 + 0.8)/3 = 78.33.
+    # All-background labels: background IoU 256/512, classes 0 -> 16.67.
+    lines = out_txt.read_text().splitlines()
+    assert lines == [
+        "cam_best_tau: 100.00 (tau=0.20)",
+        "cam_fixed_tau: 55.56",
+        "zz_perfect: 100.00",
+        "aa_empty: 16.67",
+    ]
+    data = json.loads(out_json.read_text())
+    assert list(data["variants"]) == ["cam_best_tau", "cam_fixed_tau", "zz_perfect", "aa_empty"]
+    assert data["variants"]["cam_best_tau"]["oracle_tuned"] is True
+    assert data["tau_sweep"]["tau"][:3] == [0.1, 0.2, 0.3]
+    assert data["tau_sweep"]["miou"][:3] == pytest.approx([100 * 2.35 / 3, 100.0, 100 * (2 / 3 + 1) / 3])
+    assert data["variants"]["aa_empty"]["iou"]["a"] == 0.0
+
+
+def test_refine_stage_rejects_cue_of_other_size(tiny):
+    save_gray_png(tiny / "cues" / "i1.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(InputError, match="i1.png: cue size 8x8 differs"):
+        refine_cams.main([
+            "--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
+            "--cues-dir", str(tiny / "cues"), "--out-cues-dir", str(tiny / "rc"), "--out-tau-dir", str(tiny / "rt"),
+        ])

@@ -1,0 +1,174 @@
+"""Stage 9: train the final segmentation network (DeepLab) on pseudo labels, or on GT masks as the reference.
+
+``--labels-dir`` trains on the label PNGs of a pseudo-label stage (one ``<id>.png`` per train image, 255 =
+ignore); ``--gt-labels`` trains on the GT masks of the train split instead: the fully supervised reference
+that WSSS results are divided by. Cross-entropy ignores 255; SGD with a 10x head lr and poly decay; joint
+image/mask scale jitter, 255-padded crop and flip. The loop (resume, CSV log, AMP + channels_last on CUDA)
+is :func:`c2am.training.fit`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from c2am.data.datasets import SegmentationDataset, segmentation_train_transform
+from c2am.data.voc import Manifest
+from c2am.io import (
+    InputError,
+    pick_device,
+    run_stage,
+    seed_everything,
+    set_threads,
+)
+from c2am.models.deeplab import MODEL_NAMES, build_deeplab, segmentation_loss
+from c2am.training import epoch_generator, fit, make_poly_scheduler, make_sgd
+
+log = logging.getLogger("c2am.train_deeplab")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_deeplab", description=__doc__.split("\n\n")[0])
+    p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
+    p.add_argument("--split", default="train", help="split role to train on")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--labels-dir", help="folder of pseudo-label PNGs (<id>.png, 255 = ignore)")
+    source.add_argument("--gt-labels", action="store_true", help="train on the GT masks (fully supervised reference)")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.add_argument("--log-csv", required=True, help="per-step CSV log (epoch,step,loss,lr)")
+    p.add_argument("--model", default="lite0_deeplabhead", choices=MODEL_NAMES)
+    p.add_argument("--weights-backbone", default="pretrained", help="none, pretrained/imagenet, or a local file")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.01, help="backbone lr (the head gets lr * head-lr-mult)")
+    p.add_argument("--head-lr-mult", type=float, default=10.0)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--crop", type=int, default=128, help="square training crop (padded with 255 labels)")
+    p.add_argument("--scale-range", type=float, nargs=2, default=(0.7, 1.3), metavar=("LO", "HI"),
+                   help="random resize of the image's shorter side, as a fraction of the crop")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from the last finished epoch when the settings match")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    return p
+
+
+def check_args(args: argparse.Namespace) -> None:
+    positive = {"epochs": args.epochs, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr}
+    for key, value in positive.items():
+        if value <= 0:
+            raise InputError(f"{key}: must be positive, got {value}")
+    if args.batch_size < 2:
+        raise InputError(f"batch_size: {args.batch_size}; BatchNorm needs at least 2 images per batch")
+    lo, hi = args.scale_range
+    if not 0 < lo <= hi:
+        raise InputError(f"scale_range: need 0 < lo <= hi, got {lo} {hi}")
+    if args.labels_dir is not None and not Path(args.labels_dir).is_dir():
+        raise InputError(f"{args.labels_dir}: labels directory not found")
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    return pick_device(allow_cuda=choice != "cpu")
+
+
+def label_source(args: argparse.Namespace) -> str:
+    """What the masks are, recorded in the checkpoint: 'gt' or the labels folder."""
+    return "gt" if args.gt_labels else str(Path(args.labels_dir))
+
+
+def run_meta(args: argparse.Namespace, manifest: Manifest) -> dict:
+    """Everything that defines the run (plain values): fit ignores a resume state written with other values."""
+    return {
+        "stage": "train_deeplab",
+        "model": args.model,
+        "num_classes": manifest.num_classes,
+        "classes": list(manifest.classes),
+        "weights_backbone": str(args.weights_backbone),
+        "split": args.split,
+        "labels": label_source(args),
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "head_lr_mult": args.head_lr_mult,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "crop": args.crop,
+        "scale_range": [float(s) for s in args.scale_range],
+    }
+
+
+def state_path_for(out: Path) -> Path:
+    return out.with_name(out.name + ".resume")
+
+
+def make_loader(args: argparse.Namespace, manifest: Manifest) -> DataLoader:
+    mask_dir = None if args.gt_labels else Path(args.labels_dir)
+    transform = segmentation_train_transform(args.crop, tuple(args.scale_range))
+    dataset = SegmentationDataset(manifest, args.split, transform=transform, mask_dir=mask_dir)
+    if mask_dir is not None:
+        missing = [i for i in dataset.ids if not manifest.mask_path(i, mask_dir).is_file()]
+        if missing:
+            raise InputError(
+                f"{mask_dir}: {len(missing)} of {len(dataset.ids)} '{args.split}' images have no label PNG "
+                f"(e.g. {missing[0]}.png)"
+            )
+    if len(dataset) < args.batch_size:
+        raise InputError(
+            f"batch_size {args.batch_size}: larger than the '{args.split}' split ({len(dataset)} images)"
+        )
+    # drop_last: a last batch of one image would break BatchNorm in the ASPP pooling branch.
+    return DataLoader(
+        dataset,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=args.workers,
+        generator=epoch_generator(args.seed, 0),
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def step(model, batch, device) -> torch.Tensor:
+    images, masks = batch
+    return segmentation_loss(model(images), masks)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = build_parser().parse_args(argv)
+    set_threads(args.threads)
+    check_args(args)
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    manifest = Manifest.load(args.manifest)
+    loader = make_loader(args, manifest)
+    log.info("train_deeplab: %s on %d '%s' images with %s labels, %d steps/epoch",
+             args.model, len(loader.dataset), args.split, label_source(args), len(loader))
+
+    model = build_deeplab(args.model, manifest.num_classes, args.weights_backbone)
+    backbone, head = model.parameter_groups()
+    optimizer = make_sgd(backbone, head, args.lr, args.head_lr_mult, args.momentum, args.weight_decay)
+    scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))
+
+    out = Path(args.out)
+    state_path = state_path_for(out)
+    # fit resumes only a state written with the same meta/epochs/seed/steps; any other is logged and ignored.
+    return fit(
+        model, loader, optimizer, scheduler, args.epochs, step,
+        ckpt_path=out, state_path=state_path, resume=args.resume, device=device, amp=args.amp,
+        log_csv=args.log_csv, meta=run_meta(args, manifest), seed=args.seed, desc="deeplab",
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

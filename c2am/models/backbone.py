@@ -233,24 +233,35 @@ def torchvision_cache_path(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
 
 
+def resnet_weights_file(name: str, weights: str) -> Path | None:
+    """The file ResNet ``name`` loads for ``weights`` (None for ``none``); never downloads.
+
+    ``imagenet``/``pretrained`` is torchvision's file in the torch hub cache; anything else is a local path.
+    """
+    if weights == "none":
+        return None
+    if weights not in _IMAGENET_ALIASES:
+        return Path(weights)
+    path = torchvision_cache_path(name)
+    if not path.is_file():
+        url = _torchvision_weights_enum(name).url
+        raise InputError(
+            f"{path}: torchvision ImageNet weights for {name} not found, and nothing is downloaded. "
+            f"On a machine with internet run `python -c \"import torchvision; torchvision.models.{name}"
+            f"(weights='IMAGENET1K_V1')\"` (or fetch {url}) and copy the file there, or set "
+            "the weights key to a local checkpoint file"
+        )
+    return path
+
+
 def _build_resnet_trunk(name: str, weights: str) -> Trunk:
     import torchvision.models as tvm
 
     builder = {"resnet50": tvm.resnet50, "resnet101": tvm.resnet101}[name]
     body = _ResNetBody(builder(weights=None, replace_stride_with_dilation=[False, False, True]))
-    if weights in _IMAGENET_ALIASES:
-        path = torchvision_cache_path(name)
-        if not path.is_file():
-            url = _torchvision_weights_enum(name).url
-            raise InputError(
-                f"{path}: torchvision ImageNet weights for {name} not found, and nothing is downloaded. "
-                f"On a machine with internet run `python -c \"import torchvision; torchvision.models.{name}"
-                f"(weights='IMAGENET1K_V1')\"` (or fetch {url}) and copy the file there, or set "
-                "backbone.weights to a local checkpoint file"
-            )
+    path = resnet_weights_file(name, weights)
+    if path is not None:
         load_resnet_weights(body, path)
-    elif weights != "none":
-        load_resnet_weights(body, Path(weights))
     channels = (body.layer3[-1].conv3.out_channels, body.layer4[-1].conv3.out_channels)
     return Trunk(body, channels, name)
 

@@ -18,7 +18,6 @@ Nothing is ever downloaded.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +29,7 @@ from c2am.models.backbone import (
     IMAGENET_STD,
     build_trunk,
     load_resnet_weights,
-    torchvision_cache_path,
+    resnet_weights_file,
 )
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ MODEL_NAMES = ("lite0_deeplabhead", "deeplabv3_resnet50", "deeplabv3_resnet101")
 IGNORE = 255
 # DeepLabv3 ASPP rates for output stride 16 (the Lite0 trunk's stride).
 LITE0_ASPP_RATES = (6, 12, 18)
-_IMAGENET_ALIASES = ("pretrained", "imagenet")
 
 
 class SegmentationNet(nn.Module):
@@ -101,28 +99,6 @@ def build_deeplab(model: str = "lite0_deeplabhead", num_classes: int = 21, weigh
     if model in ("deeplabv3_resnet50", "deeplabv3_resnet101"):
         return _build_torchvision_deeplab(model, int(num_classes), weights_backbone)
     raise InputError(f"deeplab model {model!r}: unknown; choose one of {', '.join(MODEL_NAMES)}")
-
-
-def resnet_weights_file(arch: str, weights: str) -> Path | None:
-    """The file to load ResNet ``arch`` weights from: None for ``none``; never downloads.
-
-    Local shim: the same resolution ``backbone._build_resnet_trunk`` does inline (a candidate to export there).
-    """
-    if weights == "none":
-        return None
-    if weights in _IMAGENET_ALIASES:
-        path = torchvision_cache_path(arch)
-        if not path.is_file():
-            raise InputError(
-                f"{path}: torchvision ImageNet weights for {arch} not found, and nothing is downloaded. "
-                f"On a machine with internet run `python -c \"import torchvision; torchvision.models.{arch}"
-                f"(weights='IMAGENET1K_V1')\"` and copy the file there, or give a local checkpoint path"
-            )
-        return path
-    path = Path(weights)
-    if not path.is_file():
-        raise InputError(f"{path}: backbone weights file not found (weights_backbone: none, pretrained or a path)")
-    return path
 
 
 def _build_torchvision_deeplab(model: str, num_classes: int, weights_backbone: str) -> SegmentationNet:

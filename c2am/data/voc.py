@@ -11,6 +11,7 @@ train whose GT scores the pseudo masks; ``train`` on VOC) and ``val``.
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,7 @@ class Manifest:
         data = load_json(path)
         try:
             m = cls(
-                root=Path(data["root"]),
+                root=path.parent / data["root"],  # stored relative to the manifest: any cwd works
                 classes=list(data["classes"]),
                 splits={k: list(v) for k, v in data["splits"].items()},
                 labels={k: list(v) for k, v in data["labels"].items()},
@@ -102,10 +103,12 @@ class Manifest:
         return m
 
     def save(self, path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_json(
             path,
             {
-                "root": str(self.root),
+                "root": os.path.relpath(self.root.resolve(), path.parent.resolve()),
                 "classes": self.classes,
                 "image_dir": self.image_dir,
                 "mask_dir": self.mask_dir,

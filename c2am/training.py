@@ -18,6 +18,13 @@ loader's generator (which drives the shuffle order and the worker seeds; DataLoa
 numpy and random from it), and calls ``set_epoch(epoch)`` on a sampler that has one (e.g. DistributedSampler).
 So nothing an epoch draws depends on what earlier epochs drew, and resuming needs only the model,
 optimizer, scheduler and scaler states.
+
+Multi-process (torchrun + DDP, see :mod:`c2am.distributed`): :func:`fit` wraps the model in
+DistributedDataParallel with synchronised BatchNorm when the process group has more than one process.
+The stage gives each process its share of the global batch through a ``DistributedSampler`` (whose
+``set_epoch`` the reseeding calls). Ranks other than 0 draw their augmentation from RNG streams that also
+mix in the rank (rank 0 draws exactly what a single process draws); only rank 0 writes the checkpoint,
+the resume state and the CSV (whose losses are means over the ranks) and shows the progress bar.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from c2am.io import atomic_path, load_checkpoint, load_state_strict, save_checkpoint
+from c2am import distributed
+from c2am.io import InputError, atomic_path, load_checkpoint, load_state_strict, save_checkpoint
 
 log = logging.getLogger("c2am.training")
 
@@ -127,9 +135,13 @@ def count_trainable(module: nn.Module) -> int:
 # ----------------------------------------------------------------------------- determinism
 
 
-def epoch_seed(seed: int, epoch: int, stream: int = 0) -> int:
-    """A well-mixed 32-bit seed derived from (seed, epoch, stream); different streams are independent."""
-    return int(np.random.SeedSequence([int(seed), int(epoch), int(stream)]).generate_state(1)[0])
+def epoch_seed(seed: int, epoch: int, stream: int = 0, rank: int = 0) -> int:
+    """A well-mixed 32-bit seed derived from (seed, epoch, stream[, rank]); different streams are independent.
+
+    Rank 0 gets the single-process seed, so a one-process run draws the same whether or not it is distributed.
+    """
+    entropy = [int(seed), int(epoch), int(stream)] + ([int(rank)] if rank else [])
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -139,9 +151,9 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return g
 
 
-def reseed_epoch(seed: int, epoch: int, loader=None) -> None:
-    """Reseed the global RNGs and the loader's shuffle/worker generator for ``epoch``."""
-    s = epoch_seed(seed, epoch)
+def reseed_epoch(seed: int, epoch: int, loader=None, rank: int = 0) -> None:
+    """Reseed the global RNGs and the loader's shuffle/worker generator for ``epoch`` (per rank)."""
+    s = epoch_seed(seed, epoch, rank=rank)
     random.seed(s)
     np.random.seed(s)
     torch.manual_seed(s)
@@ -149,7 +161,7 @@ def reseed_epoch(seed: int, epoch: int, loader=None) -> None:
         return
     generator = getattr(loader, "generator", None)
     if generator is not None:
-        generator.manual_seed(epoch_seed(seed, epoch, stream=1))
+        generator.manual_seed(epoch_seed(seed, epoch, stream=1, rank=rank))
     for sampler in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
@@ -213,23 +225,39 @@ def _prepare_csv(path: Path, resumed_epoch: int) -> None:
 # ----------------------------------------------------------------------------- resume state
 
 
+def resume_state_path(ckpt_path) -> Path:
+    """Where a stage keeps the per-epoch resume state of the checkpoint it trains: ``<ckpt>.resume``."""
+    ckpt_path = Path(ckpt_path)
+    return ckpt_path.with_name(ckpt_path.name + ".resume")
+
+
 def _plain(obj) -> str:
     """Canonical text of plain metadata, so tuples and lists compare equal."""
     return json.dumps(obj, sort_keys=True, default=str)
 
 
+def changed_settings(saved_run: dict, run: dict) -> list[str]:
+    """Keys whose values differ between a resume state's ``run`` record and this run's (sorted)."""
+    return sorted(k for k in set(run) | set(saved_run) if _plain(run.get(k)) != _plain(saved_run.get(k)))
+
+
 def _load_resume_state(state_path: Path, run: dict, model, optimizer, scheduler, scaler):
     """Restore every state; returns (last finished epoch, meta, per-epoch mean losses).
 
-    Returns None when the state was written with other settings: a config change made Snakemake rerun the
-    stage, and its weights must not be continued.
+    Returns None when the state is unreadable or was written with other settings (a config change made
+    Snakemake rerun the stage, and its weights must not be continued); either is logged, never an error.
     """
-    state = load_checkpoint(state_path)
+    try:
+        state = load_checkpoint(state_path)
+    except InputError as e:
+        log.warning("ignoring unreadable resume state (%s); starting fresh", e)
+        return None
     saved_run = state.get("run", {})
-    changed = sorted(k for k in set(run) | set(saved_run) if _plain(run.get(k)) != _plain(saved_run.get(k)))
+    changed = changed_settings(saved_run, run)
     if changed:
         diffs = ", ".join(f"{k}: {saved_run.get(k)!r} -> {run.get(k)!r}" for k in changed[:5])
-        log.warning("%s: written with different settings (%s); ignoring it and starting fresh", state_path, diffs)
+        log.warning("ignoring resume state %s: written with different settings (%s); starting fresh",
+                    state_path, diffs)
         return None
     load_state_strict(model, state["state_dict"], state_path)
     optimizer.load_state_dict(state["optimizer"])
@@ -244,13 +272,19 @@ def _load_resume_state(state_path: Path, run: dict, model, optimizer, scheduler,
 
 
 def _log_rows(writer, f, pending: list, bar) -> float:
-    """Materialise pending (epoch, step, loss tensor, lr) rows: one device sync per call, not per step."""
-    losses = torch.stack([p[2] for p in pending]).float().cpu().tolist()
+    """Materialise pending (epoch, step, loss tensor, lr) rows: one device sync per call, not per step.
+
+    Every rank calls this at the same steps (the losses are averaged over ranks); ``writer`` and ``f`` are
+    None on ranks other than 0, which write nothing.
+    """
+    losses = distributed.mean_over_ranks(torch.stack([p[2] for p in pending]).float()).cpu().tolist()
     for (epoch, step, _, lr), loss in zip(pending, losses):
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch}, step {step}")
-        writer.writerow([epoch, step, f"{loss:.6g}", f"{lr:.6g}"])
-    f.flush()
+        if writer is not None:
+            writer.writerow([epoch, step, f"{loss:.6g}", f"{lr:.6g}"])
+    if f is not None:
+        f.flush()
     bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{pending[-1][3]:.3g}")
     pending.clear()
     return sum(losses)
@@ -275,6 +309,7 @@ def fit(
     on_epoch_end: Callable[[int, nn.Module, dict], dict | None] | None = None,
     desc: str = "train",
     sync_every: int = 20,
+    dist: distributed.DistInfo | None = None,
 ) -> dict:
     """Train ``model`` for ``epochs`` epochs (numbered from 1); return the final checkpoint's meta.
 
@@ -289,12 +324,19 @@ def fit(
     ``final_loss`` (mean over the last epoch) and ``epoch_losses``; the resume state is removed.
 
     ``resume=True`` with ``state_path`` present continues after its epoch if the state was written with the
-    same ``meta``, ``epochs``, ``seed`` and steps per epoch; otherwise it is ignored with a warning. The CSV log
-    (``epoch,step,loss,lr``; ``step`` global, 1-based; ``lr`` of the first group, as used by that step) is
-    rewritten on a fresh start and, on resume, truncated to the epochs the state covers, then appended.
-    Losses are read back every ``sync_every`` steps, so a non-finite loss raises FloatingPointError then.
+    same ``meta``, ``epochs``, ``seed``, steps per epoch and world size; otherwise (or when it is unreadable)
+    it is ignored with a warning. The CSV log (``epoch,step,loss,lr``; ``step`` global, 1-based; ``lr`` of
+    the first group, as used by that step) is rewritten on a fresh start and, on resume, truncated to the
+    epochs the state covers, then appended. Losses are read back every ``sync_every`` steps, so a
+    non-finite loss raises FloatingPointError then.
+
+    Distributed (``dist``, default: the initialised process group, if any, see :mod:`c2am.distributed`):
+    with world_size > 1, ``step_fn`` gets the model inside DistributedDataParallel with synchronised
+    BatchNorm, while ``on_epoch_end`` gets the unwrapped model and runs on every rank (so ``meta`` stays
+    identical; a callback that writes files should check the rank). Only rank 0 writes files.
     """
     device = torch.device(device)
+    dist = dist if dist is not None else distributed.current(device)
     ckpt_path, state_path, log_csv = Path(ckpt_path), Path(state_path), Path(log_csv)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
@@ -308,7 +350,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=amp_on)
 
     initial_meta = dict(meta)
-    run = {"meta": initial_meta, "epochs": int(epochs), "seed": int(seed), "steps_per_epoch": steps_per_epoch}
+    run = {"meta": initial_meta, "epochs": int(epochs), "seed": int(seed), "steps_per_epoch": steps_per_epoch,
+           "world_size": dist.world_size}
     start_epoch, epoch_losses, meta = 0, [], dict(meta)
     restored = None
     if resume and state_path.is_file():
@@ -318,23 +361,28 @@ def fit(
         log.info("%s: resuming from %s after epoch %d/%d", desc, state_path, start_epoch, epochs)
     elif resume:
         log.info("%s: no resume state at %s; starting fresh", desc, state_path)
-    _prepare_csv(log_csv, start_epoch)
+    train_model = distributed.wrap_ddp(model, dist)
+    if dist.distributed:
+        log.info("%s: DistributedDataParallel over %d processes (rank %d)", desc, dist.world_size, dist.rank)
+    if dist.is_main:
+        _prepare_csv(log_csv, start_epoch)
 
-    with open(log_csv, "a", newline="") as csv_file:
-        writer = csv.writer(csv_file)
+    with open(log_csv, "a", newline="") if dist.is_main else contextlib.nullcontext() as csv_file:
+        writer = csv.writer(csv_file) if dist.is_main else None
         for epoch in range(start_epoch + 1, epochs + 1):
             t0 = time.perf_counter()
-            reseed_epoch(seed, epoch, loader)
-            model.train()
+            reseed_epoch(seed, epoch, loader, rank=dist.rank)
+            train_model.train()
             pending, total = [], 0.0
-            bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", total=steps_per_epoch, mininterval=1.0, leave=False)
+            bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", total=steps_per_epoch, mininterval=1.0, leave=False,
+                       disable=not dist.is_main)
             for i, batch in enumerate(bar):
                 step = (epoch - 1) * steps_per_epoch + i + 1
                 lr = optimizer.param_groups[0]["lr"]
                 batch = to_device(batch, device, channels_last=amp_on)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(device, amp_on):
-                    loss = step_fn(model, batch, device)
+                    loss = step_fn(train_model, batch, device)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
@@ -352,17 +400,18 @@ def fit(
                 update = on_epoch_end(epoch, model, meta)
                 if update:
                     meta.update(update)
-            save_checkpoint(
-                state_path,
-                cpu_state_dict(model),
-                meta,
-                optimizer=optimizer.state_dict(),
-                scheduler=scheduler.state_dict() if scheduler is not None else {},
-                scaler=scaler.state_dict(),
-                epoch=epoch,
-                run=run,
-                epoch_losses=epoch_losses,
-            )
+            if dist.is_main:
+                save_checkpoint(
+                    state_path,
+                    cpu_state_dict(model),
+                    meta,
+                    optimizer=optimizer.state_dict(),
+                    scheduler=scheduler.state_dict() if scheduler is not None else {},
+                    scaler=scaler.state_dict(),
+                    epoch=epoch,
+                    run=run,
+                    epoch_losses=epoch_losses,
+                )
             log.info(
                 "%s epoch %d/%d: mean loss %.4f, lr %.3g, %.1f s",
                 desc, epoch, epochs, epoch_losses[-1], optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
@@ -376,8 +425,10 @@ def fit(
         "final_loss": epoch_losses[-1] if epoch_losses else float("nan"),
         "epoch_losses": [float(x) for x in epoch_losses],
     }
-    save_checkpoint(ckpt_path, cpu_state_dict(model), final_meta)
-    if state_path.is_file():
-        os.remove(state_path)
-    log.info("%s: wrote %s (final loss %.4f)", desc, ckpt_path, final_meta["final_loss"])
+    if dist.is_main:
+        save_checkpoint(ckpt_path, cpu_state_dict(model), final_meta)
+        if state_path.is_file():
+            os.remove(state_path)
+        log.info("%s: wrote %s (final loss %.4f)", desc, ckpt_path, final_meta["final_loss"])
+    distributed.barrier()  # every rank returns only once the checkpoint exists
     return final_meta

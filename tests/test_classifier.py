@@ -10,7 +10,7 @@ from c2am.io import InputError, load_checkpoint, load_npz, save_checkpoint, save
 from c2am.models.classifier import Classifier
 from c2am.stages import infer_cam, train_classifier
 from c2am.stages.infer_cam import image_cams
-from c2am.stages.train_classifier import discard_stale_resume, format_report
+from c2am.stages.train_classifier import format_report
 
 
 class IdentityTrunk(nn.Module):
@@ -79,16 +79,6 @@ def test_report_format():
     worse = format_report(np.array([[0.4, 0.2], [0.4, 0.7], [0.6, 0.1]]), targets, ["cat", "dog"])
     # cat: predicted only for the third image -> TP 1, FN 1 -> F1 2/3; macro with dog's 1 -> 0.8333.
     assert worse.splitlines()[1] == "F1: 0.8333"
-
-
-def test_stale_resume_state_is_discarded(tmp_path):
-    state = tmp_path / "model.pt.resume"
-    run = {"meta": {"lr": 0.02}, "epochs": 8, "seed": 0, "steps_per_epoch": 25}
-    save_checkpoint(state, {}, {}, run=run, epoch=1)
-    discard_stale_resume(state, dict(run))
-    assert state.is_file()  # same settings: kept for resuming
-    discard_stale_resume(state, {**run, "meta": {"lr": 0.01}})
-    assert not state.is_file()
 
 
 # ----------------------------------------------------------------------------- tiny end-to-end

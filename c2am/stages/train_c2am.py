@@ -5,14 +5,24 @@ decides the polarity (P marks background when its mean over a border strip excee
 stored as ``inverted`` (plain bool) in the checkpoint meta and a ``--polarity`` override wins.
 A per-epoch resume state beside the checkpoint lets a killed run continue after its last finished
 epoch; a state written with other hyperparameters is ignored (logged) and training starts afresh.
+
+Multi-GPU: the same command under torchrun runs DistributedDataParallel, one process per GPU::
+
+    torchrun --standalone --nproc_per_node=K -m c2am.stages.train_c2am --manifest ... --out ...
+
+(on several nodes: ``torchrun --nnodes=N --nproc_per_node=K --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT``,
+e.g. from an ``srun`` inside the SLURM job). ``--batch-size`` stays the GLOBAL batch: each of the
+world_size processes takes ``batch_size / world_size`` images (it must divide), and the pooled vectors
+v_f, v_b are gathered over the processes with gradients, so the contrastive loss sees all N^2 pairs of
+the global batch and the gradients equal one process's on that batch (BatchNorm synchronised).
+``--threads`` is split over the processes of a node. ``--device cpu`` under torchrun uses gloo (tests).
+Without torchrun (``python -m c2am.stages.train_c2am``) it is one process, exactly as before.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -20,20 +30,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from c2am import distributed
 from c2am.data.datasets import image_train_transform, to_image_tensor
 from c2am.data.voc import Manifest
-from c2am.io import (
-    InputError,
-    load_checkpoint,
-    pick_device,
-    run_stage,
-    seed_everything,
-    set_threads,
-)
+from c2am.distributed import DistInfo, gather_with_grad, per_process_batch
+from c2am.io import InputError, run_stage, seed_everything, set_threads
 from c2am.losses import c2am_loss
 from c2am.models.backbone import TRUNK_NAMES, build_trunk
 from c2am.models.c2am_net import C2AM, border_mean, decide_inverted
-from c2am.training import epoch_generator, fit, make_poly_scheduler, make_sgd, use_amp
+from c2am.training import epoch_generator, fit, make_poly_scheduler, make_sgd, resume_state_path, use_amp
 
 log = logging.getLogger("c2am.train_c2am")
 
@@ -104,12 +109,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--lr: must be positive, got {args.lr}")
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine")
-    return pick_device(allow_cuda=name != "cpu")
-
-
 def run_meta(args: argparse.Namespace) -> dict:
     """Plain metadata that defines the run; the resume state must have been written with the same."""
     return {
@@ -129,27 +128,6 @@ def run_meta(args: argparse.Namespace) -> dict:
         "border": args.border,
         "amp": bool(args.amp),
     }
-
-
-def _canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, default=str)
-
-
-def drop_stale_resume_state(state_path: Path, run: dict) -> None:
-    """A resume state from other hyperparameters (or unreadable) is logged and removed, not resumed."""
-    if not state_path.is_file():
-        return
-    try:
-        saved = load_checkpoint(state_path).get("run", {})
-    except InputError as e:
-        log.warning("ignoring unreadable resume state (%s); starting afresh", e)
-        os.remove(state_path)
-        return
-    changed = sorted(k for k in set(run) | set(saved) if _canonical(run.get(k)) != _canonical(saved.get(k)))
-    if changed:
-        log.warning("ignoring resume state %s: written with different settings (%s); starting afresh",
-                    state_path, ", ".join(changed))
-        os.remove(state_path)
 
 
 @torch.no_grad()
@@ -197,26 +175,40 @@ def polarity_images(manifest: Manifest, split: str, size: int) -> torch.Tensor:
     return torch.stack([data[i] for i in range(n)])
 
 
+def gather_pooled(v_f: torch.Tensor, v_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """v_f, v_b of the global batch (all processes, rank order), gradients back to the local rows.
+
+    One collective for both; the identity in a single process.
+    """
+    both = gather_with_grad(torch.cat([v_f.float(), v_b.float()], dim=1))
+    return both.split(v_f.shape[1], dim=1)
+
+
 def c2am_step(alpha: float):
     def step_fn(model: C2AM, batch: torch.Tensor, device) -> torch.Tensor:
         v_f, v_b, _ = model(batch)
-        loss, _ = c2am_loss(v_f.float(), v_b.float(), alpha)
+        v_f, v_b = gather_pooled(v_f, v_b)
+        loss, _ = c2am_loss(v_f, v_b, alpha)
         return loss
 
     return step_fn
 
 
-def build_loader(manifest: Manifest, args: argparse.Namespace, device) -> DataLoader:
+def build_loader(manifest: Manifest, args: argparse.Namespace, device, dist: DistInfo | None = None) -> DataLoader:
+    dist = dist or distributed.current(device)
     data = UnlabeledImages(manifest, args.split, image_train_transform(args.crop, resize=args.resize))
     if len(data) < args.batch_size:
         raise InputError(
             f"{manifest.source}: split '{args.split}' has {len(data)} images, fewer than --batch-size {args.batch_size}"
         )
-    # drop_last: the contrastive loss compares pairs within a batch; a tiny last batch would be noisy.
+    sampler = distributed.train_sampler(data, dist, args.seed)
+    # drop_last: the contrastive loss compares pairs within a batch; a tiny last batch would be noisy
+    # (and the gather over processes needs equal batches).
     return DataLoader(
         data,
-        batch_size=args.batch_size,
-        shuffle=True,
+        batch_size=per_process_batch(args.batch_size, dist.world_size),
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,
         num_workers=args.workers,
         generator=epoch_generator(args.seed, 0),
@@ -226,11 +218,20 @@ def build_loader(manifest: Manifest, args: argparse.Namespace, device) -> DataLo
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    set_threads(args.threads)
+    dist = distributed.init_from_env(args.device)
+    try:
+        return train(args, dist)
+    finally:
+        distributed.cleanup()
+
+
+def train(args: argparse.Namespace, dist: DistInfo) -> dict:
+    distributed.quiet_non_main(dist)
+    set_threads(distributed.threads_per_process(args.threads))
     seed_everything(args.seed)
-    device = resolve_device(args.device)
+    device = dist.device
     manifest = Manifest.load(args.manifest)
-    loader = build_loader(manifest, args, device)
+    loader = build_loader(manifest, args, device, dist)
 
     model = C2AM(build_trunk(args.backbone, args.weights))
     optimizer = make_sgd(model.backbone_parameters(), model.head_parameters(), lr=args.lr,
@@ -238,20 +239,14 @@ def main(argv=None) -> dict:
     scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))
 
     out = Path(args.out)
-    state_path = out.with_name(out.name + ".resume")
-    meta = run_meta(args)
-    run = {"meta": meta, "epochs": args.epochs, "seed": args.seed, "steps_per_epoch": len(loader)}
-    if args.resume:
-        drop_stale_resume_state(state_path, run)
-
-    log.info("C2AM: %d images, %d steps/epoch, %d epochs, %s on %s (amp=%s)", len(loader.dataset), len(loader),
-             args.epochs, args.backbone, device, use_amp(device, args.amp))
+    log.info("C2AM: %d images, %d steps/epoch, %d epochs, %s on %s (amp=%s, %d process(es))", len(loader.dataset),
+             len(loader), args.epochs, args.backbone, device, use_amp(device, args.amp), dist.world_size)
     final = fit(
         model, loader, optimizer, scheduler, args.epochs, c2am_step(args.alpha),
-        ckpt_path=out, state_path=state_path, resume=args.resume, device=device, amp=args.amp,
-        log_csv=args.log_csv, meta=meta, seed=args.seed,
+        ckpt_path=out, state_path=resume_state_path(out), resume=args.resume, device=device, amp=args.amp,
+        log_csv=args.log_csv, meta=run_meta(args), seed=args.seed,
         on_epoch_end=polarity_callback(polarity_images(manifest, args.split, args.resize), args, device),
-        desc="c2am",
+        desc="c2am", dist=dist,
     )
     log.info("C2AM done: inverted=%s, final loss %.4f", final.get("inverted"), final["final_loss"])
     return final

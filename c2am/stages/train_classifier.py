@@ -3,12 +3,15 @@
 Image-level labels (from the manifest) are the only supervision. Multi-label soft-margin loss, SGD with poly
 decay and the head at ``lr * head_lr_mult``; resumable per epoch (c2am.training.fit). After training, the val
 split is scored (single scale, whole image): mAP and macro F1 at sigmoid >= 0.5 go to ``--report``.
+
+Multi-GPU: ``torchrun --standalone --nproc_per_node=K -m c2am.stages.train_classifier ...`` trains with
+DistributedDataParallel (see c2am.distributed and the train_c2am docstring); ``--batch-size`` stays the
+global batch, split equally over the processes, and rank 0 alone scores val and writes the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -19,12 +22,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from c2am import distributed
 from c2am.data.datasets import ClassificationDataset, image_train_transform
 from c2am.data.voc import Manifest, image_size
-from c2am.io import InputError, load_checkpoint, pick_device, run_stage, save_text, seed_everything, set_threads
+from c2am.io import InputError, pick_device, run_stage, save_text, seed_everything, set_threads
 from c2am.metrics import average_precision, f1_multilabel, mean_average_precision
 from c2am.models.classifier import Classifier, build_classifier
-from c2am.training import autocast, epoch_generator, fit, make_poly_scheduler, make_sgd
+from c2am.training import (
+    autocast,
+    epoch_generator,
+    fit,
+    make_poly_scheduler,
+    make_sgd,
+    resume_state_path,
+)
 
 log = logging.getLogger("c2am.train_classifier")
 
@@ -68,28 +79,6 @@ def classification_step(model: nn.Module, batch, device) -> torch.Tensor:
     return nn.functional.multilabel_soft_margin_loss(model(images), targets)
 
 
-def resume_state_path(out: Path) -> Path:
-    return out.with_name(out.name + ".resume")
-
-
-def discard_stale_resume(state_path: Path, run: dict) -> None:
-    """Delete a resume state written with other settings (logged), so ``fit`` starts afresh instead of failing.
-
-    ``run`` must be built exactly as :func:`c2am.training.fit` builds it (meta, epochs, seed, steps_per_epoch).
-    """
-    if not state_path.is_file():
-        return
-    saved = load_checkpoint(state_path).get("run", {})
-
-    def plain(obj):
-        return json.dumps(obj, sort_keys=True, default=str)
-
-    changed = sorted(k for k in set(run) | set(saved) if plain(run.get(k)) != plain(saved.get(k)))
-    if changed:
-        log.info("%s: written with different settings (%s); ignoring it and starting afresh", state_path, changed)
-        state_path.unlink()
-
-
 @torch.no_grad()
 def predict_scores(model: Classifier, manifest: Manifest, split: str, device, batch_size: int, amp: bool):
     """(sigmoid scores, multi-hot targets), N x K each, single scale on whole images."""
@@ -120,9 +109,18 @@ def format_report(scores: np.ndarray, targets: np.ndarray, class_names: list[str
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    set_threads(args.threads)
+    dist = distributed.init_from_env(args.device)
+    try:
+        train(args, dist)
+    finally:
+        distributed.cleanup()
+
+
+def train(args: argparse.Namespace, dist: distributed.DistInfo) -> None:
+    distributed.quiet_non_main(dist)
+    set_threads(distributed.threads_per_process(args.threads))
     seed_everything(args.seed)
-    device = resolve_device(args.device)
+    device = dist.device
     manifest = Manifest.load(args.manifest)
     fg_names = manifest.classes[1:]
 
@@ -130,11 +128,14 @@ def main(argv=None) -> None:
     dataset = ClassificationDataset(
         manifest, args.split, image_train_transform(args.crop, scale=tuple(args.crop_scale))
     )
+    drop_last = len(dataset) >= args.batch_size  # a batch of 1 would break BatchNorm
+    sampler = distributed.train_sampler(dataset, dist, args.seed, drop_last=drop_last)
     loader = DataLoader(
         dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
-        drop_last=len(dataset) >= args.batch_size,  # a batch of 1 would break BatchNorm
+        batch_size=distributed.per_process_batch(args.batch_size, dist.world_size),
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
         num_workers=args.workers,
         generator=epoch_generator(args.seed, 0),
         pin_memory=device.type == "cuda",
@@ -161,16 +162,17 @@ def main(argv=None) -> None:
         "amp": bool(args.amp),
     }
     state_path = resume_state_path(args.out)
-    run = {"meta": meta, "epochs": args.epochs, "seed": args.seed, "steps_per_epoch": len(loader)}
-    if args.resume:
-        discard_stale_resume(state_path, run)
-    elif state_path.is_file():
+    if not args.resume and dist.is_main and state_path.is_file():
         state_path.unlink()  # --no-resume: an old state must not be picked up by a later resumed run
+    distributed.barrier()
+    # fit resumes only a state written with the same settings; any other is logged and ignored.
     fit(
         model, loader, optimizer, scheduler, args.epochs, classification_step,
         ckpt_path=args.out, state_path=state_path, resume=args.resume, device=device, amp=args.amp,
-        log_csv=args.log_csv, meta=meta, seed=args.seed, desc="classifier",
+        log_csv=args.log_csv, meta=meta, seed=args.seed, desc="classifier", dist=dist,
     )
+    if not dist.is_main:
+        return
 
     scores, targets = predict_scores(model, manifest, args.val_split, device, args.batch_size, args.amp)
     report = format_report(scores, targets, fg_names)

@@ -5,6 +5,10 @@ ignore); ``--gt-labels`` trains on the GT masks of the train split instead: the 
 that WSSS results are divided by. Cross-entropy ignores 255; SGD with a 10x head lr and poly decay; joint
 image/mask scale jitter, 255-padded crop and flip. The loop (resume, CSV log, AMP + channels_last on CUDA)
 is :func:`c2am.training.fit`.
+
+Multi-GPU: ``torchrun --standalone --nproc_per_node=K -m c2am.stages.train_deeplab ...`` trains with
+DistributedDataParallel and synchronised BatchNorm (see c2am.distributed and the train_c2am docstring);
+``--batch-size`` stays the global batch, split equally over the processes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from c2am import distributed
 from c2am.data.datasets import SegmentationDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
 from c2am.io import (
@@ -27,7 +32,7 @@ from c2am.io import (
     set_threads,
 )
 from c2am.models.deeplab import MODEL_NAMES, build_deeplab, segmentation_loss
-from c2am.training import epoch_generator, fit, make_poly_scheduler, make_sgd
+from c2am.training import epoch_generator, fit, make_poly_scheduler, make_sgd, resume_state_path
 
 log = logging.getLogger("c2am.train_deeplab")
 
@@ -108,11 +113,7 @@ def run_meta(args: argparse.Namespace, manifest: Manifest) -> dict:
     }
 
 
-def state_path_for(out: Path) -> Path:
-    return out.with_name(out.name + ".resume")
-
-
-def make_loader(args: argparse.Namespace, manifest: Manifest) -> DataLoader:
+def make_loader(args: argparse.Namespace, manifest: Manifest, dist: distributed.DistInfo | None = None) -> DataLoader:
     mask_dir = None if args.gt_labels else Path(args.labels_dir)
     transform = segmentation_train_transform(args.crop, tuple(args.scale_range))
     dataset = SegmentationDataset(manifest, args.split, transform=transform, mask_dir=mask_dir)
@@ -127,11 +128,14 @@ def make_loader(args: argparse.Namespace, manifest: Manifest) -> DataLoader:
         raise InputError(
             f"batch_size {args.batch_size}: larger than the '{args.split}' split ({len(dataset)} images)"
         )
+    dist = dist or distributed.current("cpu")
+    sampler = distributed.train_sampler(dataset, dist, args.seed)
     # drop_last: a last batch of one image would break BatchNorm in the ASPP pooling branch.
     return DataLoader(
         dataset,
-        batch_size=args.batch_size,
-        shuffle=True,
+        batch_size=distributed.per_process_batch(args.batch_size, dist.world_size),
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=True,
         num_workers=args.workers,
         generator=epoch_generator(args.seed, 0),
@@ -146,12 +150,21 @@ def step(model, batch, device) -> torch.Tensor:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    set_threads(args.threads)
     check_args(args)
+    dist = distributed.init_from_env(args.device)
+    try:
+        return train(args, dist)
+    finally:
+        distributed.cleanup()
+
+
+def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
+    distributed.quiet_non_main(dist)
+    set_threads(distributed.threads_per_process(args.threads))
     seed_everything(args.seed)
-    device = resolve_device(args.device)
+    device = dist.device
     manifest = Manifest.load(args.manifest)
-    loader = make_loader(args, manifest)
+    loader = make_loader(args, manifest, dist)
     log.info("train_deeplab: %s on %d '%s' images with %s labels, %d steps/epoch",
              args.model, len(loader.dataset), args.split, label_source(args), len(loader))
 
@@ -161,12 +174,11 @@ def main(argv: list[str] | None = None) -> dict:
     scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))
 
     out = Path(args.out)
-    state_path = state_path_for(out)
     # fit resumes only a state written with the same meta/epochs/seed/steps; any other is logged and ignored.
     return fit(
         model, loader, optimizer, scheduler, args.epochs, step,
-        ckpt_path=out, state_path=state_path, resume=args.resume, device=device, amp=args.amp,
-        log_csv=args.log_csv, meta=run_meta(args, manifest), seed=args.seed, desc="deeplab",
+        ckpt_path=out, state_path=resume_state_path(out), resume=args.resume, device=device, amp=args.amp,
+        log_csv=args.log_csv, meta=run_meta(args, manifest), seed=args.seed, desc="deeplab", dist=dist,
     )
 
 

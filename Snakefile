@@ -14,10 +14,28 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
+
+
+# Per-image stages run as SHARDS jobs each (config `shards`; when > 1, `--set-scatter shards=N` changes the count).
+scattergather:
+    shards=SHARDS,
+
+
+wildcard_constraints:
+    scatteritem=r"\d+-of-\d+",
+
+
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/c2am.smk"
 include: "workflow/rules/pseudo.smk"
 include: "workflow/rules/deeplab.smk"
+
+
+if SHARDS > 1:
+
+    include: "workflow/rules/shards.smk"
+
+
 include: "workflow/rules/report.smk"
 
 

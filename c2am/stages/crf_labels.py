@@ -21,6 +21,7 @@ from c2am.crf import IGNORE, crf_from_labels
 from c2am.data.voc import Manifest, check_mask
 from c2am.io import InputError, load_image, load_label_png, run_stage, save_label_png, set_threads
 from c2am.parallel import map_items
+from c2am.shards import add_shard_arg, select_shard
 
 log = logging.getLogger("c2am.crf_labels")
 
@@ -44,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="set pixels where the CRF output and --compare-dir disagree to 255")
     p.add_argument("--compare-dir", type=Path, default=None,
                    help="labels compared with the CRF output (default: --labels-dir)")
+    add_shard_arg(p)
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
@@ -94,7 +96,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     threads = set_threads(args.threads)  # capped at the CPUs available (rules ask for up to 8)
     manifest = Manifest.load(args.manifest)
-    ids = manifest.ids(args.split)
+    ids = select_shard(manifest.ids(args.split), args.shard)
     if not args.labels_dir.is_dir():
         raise InputError(f"{args.labels_dir}: labels folder not found")
     compare = None

@@ -16,6 +16,11 @@ The threshold is computed from the maps alone (never from GT) or fixed:
 One dataset-wide threshold rather than one per image: the dataset histogram captures the map's global
 calibration, which is what differs from the official t = 0.3.
 The chosen threshold goes to ``--out-threshold`` as JSON.
+
+Sharded runs (config ``shards`` > 1) must still use ONE threshold computed over all maps of the split, so the
+work is cut in three: ``--threshold-only`` writes the threshold record once; each ``--shard K-of-N`` job reads
+it (``--threshold-json``) and writes its cues plus a shard record with every image's foreground share;
+``--merge-records`` turns the shard records into the record an unsharded run writes, byte for byte.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from c2am.crf import crf_two_label
 from c2am.data.voc import Manifest
 from c2am.io import (
     InputError,
+    load_json,
     load_npy,
     run_stage,
     save_gray_png,
@@ -39,6 +45,7 @@ from c2am.io import (
     set_threads,
 )
 from c2am.parallel import map_items
+from c2am.shards import add_shard_arg, select_shard
 
 log = logging.getLogger("c2am.extract_cues")
 
@@ -205,8 +212,8 @@ def add_crf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iters", type=int, default=10)
 
 
-def map_paths_for(manifest: Manifest, split: str, maps_dir: Path) -> list[Path]:
-    paths = [maps_dir / f"{i}.npy" for i in manifest.ids(split)]
+def map_paths_for(manifest: Manifest, split: str, maps_dir: Path, ids: list[str] | None = None) -> list[Path]:
+    paths = [maps_dir / f"{i}.npy" for i in (manifest.ids(split) if ids is None else ids)]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise InputError(f"{missing[0]}: map not found ({len(missing)} of {len(paths)} maps missing)")
@@ -217,33 +224,97 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m c2am.stages.extract_cues", description=__doc__.split("\n")[0])
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
-    p.add_argument("--maps-dir", required=True, help="<id>.npy maps from infer_c2am")
-    p.add_argument("--out-dir", required=True, help="folder for <id>.png cues (255 = foreground)")
+    p.add_argument("--maps-dir", help="<id>.npy maps from infer_c2am (not read by --merge-records)")
+    p.add_argument("--out-dir", help="folder for <id>.png cues (255 = foreground)")
     p.add_argument("--out-threshold", required=True, help="JSON recording the threshold used")
     p.add_argument("--threshold", default="otsu", help="otsu / otsu3 (dataset histogram), otsu_image, or a number")
     add_crf_args(p)
+    add_shard_arg(p)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--threshold-only", action="store_true",
+                      help="write the threshold record of the whole split to --out-threshold, no cues")
+    mode.add_argument("--threshold-json", type=Path, default=None,
+                      help="use this record (from --threshold-only) instead of computing the threshold")
+    mode.add_argument("--merge-records", type=Path, nargs="+", default=None, metavar="JSON",
+                      help="shard records of --shard runs, in shard order: write the whole split's record")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     args.threshold = parse_threshold(args.threshold)
+    writes_cues = not (args.threshold_only or args.merge_records)
+    if not args.maps_dir and not args.merge_records:
+        p.error("--maps-dir is required unless --merge-records")
+    if writes_cues and not args.out_dir:
+        p.error("--out-dir is required unless --threshold-only or --merge-records")
+    if args.shard is not None and not writes_cues:
+        p.error("--shard applies to the cue-writing run only")
     return args
+
+
+def check_record(record: dict, spec: str | float, path) -> dict:
+    """A threshold record read from ``path`` must be the one ``--threshold spec`` would compute."""
+    method = "fixed" if isinstance(spec, float) else spec
+    if record.get("method") != method or (method == "fixed" and record.get("threshold") != spec):
+        raise InputError(f"{path}: threshold record {record.get('method')} {record.get('threshold')} "
+                         f"does not match --threshold {spec}")
+    if method != "otsu_image" and not isinstance(record.get("threshold"), (int, float)):
+        raise InputError(f"{path}: threshold record has no numeric 'threshold'")
+    return {k: record[k] for k in ("method", "threshold", "bins", "maps")}
+
+
+def merge_records(paths: list[Path], ids: list[str]) -> dict:
+    """The whole split's record from shard records: same threshold and CRF everywhere, every id once, in order."""
+    records = [load_json(p) for p in paths]
+    shares = []
+    for path, record in zip(paths, records):
+        if "cue_foreground" not in record:
+            raise InputError(f"{path}: not a shard record (no 'cue_foreground')")
+        if {k: v for k, v in record.items() if k != "cue_foreground"} != \
+                {k: v for k, v in records[0].items() if k != "cue_foreground"}:
+            raise InputError(f"{path}: threshold or CRF differs from {paths[0]}")
+        shares.extend(record["cue_foreground"])
+    got = [image_id for image_id, _ in shares]
+    if got != list(ids):
+        raise InputError(f"{paths[0]}..: shard records cover {len(got)} ids, the split has {len(ids)} "
+                         "(or the shards are out of order)")
+    merged = {k: v for k, v in records[0].items() if k != "cue_foreground"}
+    merged["mean_cue_foreground"] = float(np.mean([share for _, share in shares]))
+    return merged
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     set_threads(args.threads)
     manifest = Manifest.load(args.manifest)
-    maps_dir, out_dir = Path(args.maps_dir), Path(args.out_dir)
-    ids = manifest.ids(args.split)
-    paths = map_paths_for(manifest, args.split, maps_dir)
-    record = resolve_threshold(args.threshold, paths, args.threads)
+    if args.merge_records:
+        record = merge_records(args.merge_records, manifest.ids(args.split))
+        save_json(args.out_threshold, record)
+        log.info("merged %d shard records (mean foreground share %.3f)", len(args.merge_records),
+                 record["mean_cue_foreground"])
+        return record
+    maps_dir = Path(args.maps_dir)
+    if args.threshold_json is not None:
+        record = check_record(load_json(args.threshold_json), args.threshold, args.threshold_json)
+    else:
+        record = resolve_threshold(args.threshold, map_paths_for(manifest, args.split, maps_dir), args.threads)
     log.info("cue threshold: %s %s", record["method"], record["threshold"])
+    if args.threshold_only:
+        save_json(args.out_threshold, record)
+        return record
+    ids = select_shard(manifest.ids(args.split), args.shard)
+    map_paths_for(manifest, args.split, maps_dir, ids)  # every map of this shard is there, before any CRF
     crf = crf_params(args)
+    out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fn = partial(_write_cue, manifest=manifest, maps_dir=maps_dir, out_dir=out_dir, record=record, crf=crf)
     fg_shares = map_items(fn, ids, threads=args.threads, desc="c2am cues")
-    record.update({"crf": crf, "mean_cue_foreground": float(np.mean(fg_shares))})
+    record["crf"] = crf
+    if args.shard is not None:
+        record["cue_foreground"] = [[image_id, share] for image_id, share in zip(ids, fg_shares)]
+    else:
+        record["mean_cue_foreground"] = float(np.mean(fg_shares))
     save_json(args.out_threshold, record)
-    log.info("wrote %d cues to %s (mean foreground share %.3f)", len(ids), out_dir, record["mean_cue_foreground"])
+    log.info("wrote %d cues to %s (mean foreground share %.3f)", len(ids), out_dir,
+             float(np.mean(fg_shares)) if fg_shares else float("nan"))
     return record
 
 

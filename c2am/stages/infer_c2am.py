@@ -31,6 +31,7 @@ from c2am.io import (
 )
 from c2am.models.backbone import build_trunk
 from c2am.models.c2am_net import C2AM
+from c2am.shards import add_shard_arg, select_shard
 from c2am.training import autocast, use_amp
 
 log = logging.getLogger("c2am.infer_c2am")
@@ -45,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast on CUDA")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    add_shard_arg(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     args = p.parse_args(argv)
@@ -87,7 +89,7 @@ def main(argv=None) -> None:
     model, inverted = load_c2am(args.checkpoint, device)
     if use_amp(device, args.amp):
         model = model.to(memory_format=torch.channels_last)
-    ids = manifest.ids(args.split)
+    ids = select_shard(manifest.ids(args.split), args.shard)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("C2AM maps: %d images, scales %s, inverted=%s, on %s", len(ids), args.scales, inverted, device)

@@ -22,6 +22,7 @@ from c2am.io import InputError, load_checkpoint, load_state_strict, run_stage, s
 from c2am.models.classifier import Classifier, build_classifier
 from c2am.stages.train_classifier import resolve_device
 from c2am.training import autocast
+from c2am.shards import add_shard_arg, select_shard
 
 log = logging.getLogger("c2am.infer_cam")
 
@@ -34,6 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0])
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    add_shard_arg(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
@@ -75,7 +77,7 @@ def main(argv=None) -> None:
     manifest = Manifest.load(args.manifest)
     model = load_classifier(args.checkpoint, manifest).to(device)
     labels = manifest.image_labels(args.split)
-    ids = manifest.ids(args.split)
+    ids = select_shard(manifest.ids(args.split), args.shard)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for image_id, _, image in tqdm(iterate_images(manifest, ids, device, args.workers), total=len(ids), desc="CAMs"):
         classes = labels[image_id]

@@ -29,6 +29,7 @@ from c2am.io import (
 )
 from c2am.models.deeplab import build_deeplab
 from c2am.parallel import map_items
+from c2am.shards import add_shard_arg, select_shard
 from c2am.stages.train_deeplab import resolve_device
 from c2am.training import autocast
 
@@ -155,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help="CRF parameter")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    add_shard_arg(p)
     p.add_argument("--threads", type=int, default=None, help="torch threads, and CRF worker processes")
     p.add_argument("--seed", type=int, default=0, help="accepted for uniformity; inference is deterministic")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(f"scales: must be positive, got {args.scales}")
     device = resolve_device(args.device)
     manifest = Manifest.load(args.manifest)
-    ids = manifest.ids(args.split)
+    ids = select_shard(manifest.ids(args.split), args.shard)
     model = load_model(Path(args.checkpoint), device)
     if model.num_classes != manifest.num_classes:
         raise InputError(

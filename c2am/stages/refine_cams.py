@@ -19,6 +19,7 @@ from c2am.data.voc import Manifest
 from c2am.io import InputError, load_label_png, load_npz, run_stage, save_label_png, set_threads
 from c2am.parallel import map_items
 from c2am.refine import background_from_cue, check_cams, refine_labels
+from c2am.shards import add_shard_arg, select_shard
 
 log = logging.getLogger("c2am.refine_cams")
 
@@ -32,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fixed-tau", type=float, default=0.15, help="constant background score of the baseline")
     p.add_argument("--out-cues-dir", type=Path, required=True)
     p.add_argument("--out-tau-dir", type=Path, required=True)
+    add_shard_arg(p)
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args(argv)
 
@@ -65,7 +67,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     threads = set_threads(args.threads)  # capped at the CPUs available (rules ask for up to 8)
     manifest = Manifest.load(args.manifest)
-    ids = manifest.ids(args.split)
+    ids = select_shard(manifest.ids(args.split), args.shard)
     for d in (args.out_cues_dir, args.out_tau_dir):
         d.mkdir(parents=True, exist_ok=True)
     work = partial(

@@ -16,11 +16,9 @@ rule train_c2am:
         "logs/train_c2am.log",
     benchmark:
         "benchmarks/train_c2am.tsv"
-    threads: NET_THREADS
+    threads: rule_threads("train_c2am")
     resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=1,
+        **rule_resources("train_c2am"),
     conda:
         ENV
     shell:
@@ -34,48 +32,48 @@ rule infer_c2am:
         manifest=MANIFEST,
         model="artifacts/c2am/model.pt",
     output:
-        maps=directory("artifacts/c2am/maps"),
+        maps=directory(sharded("artifacts/c2am/maps")),
     params:
         infer=flags(C2AM["infer"]),
+        shard=shard_flag,
     log:
-        "logs/infer_c2am.log",
+        f"logs/{shard_name('infer_c2am')}.log",
     benchmark:
-        "benchmarks/infer_c2am.tsv"
-    threads: NET_THREADS
+        f"benchmarks/{shard_name('infer_c2am')}.tsv"
+    threads: rule_threads("infer_c2am")
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
+        **rule_resources("infer_c2am"),
     conda:
         ENV
     shell:
         "python -m c2am.stages.infer_c2am --manifest {input.manifest} --split train"
-        " --checkpoint {input.model} --out-dir {output.maps} {params.infer} --threads {threads} 2> {log}"
+        " --checkpoint {input.model} --out-dir {output.maps} {params.infer} {params.shard} --threads {threads} 2> {log}"
 
 
 rule extract_cues:
     input:
         manifest=MANIFEST,
         maps="artifacts/c2am/maps",
+        **({"threshold": "artifacts/shards/c2am/cue_threshold.json"} if SHARDS > 1 else {}),
     output:
-        cues=directory("artifacts/c2am/cues"),
-        threshold="artifacts/c2am/cue_threshold.json",
+        cues=directory(sharded("artifacts/c2am/cues")),
+        threshold=sharded("artifacts/c2am/cue_threshold.json"),
     params:
         cues=flags(C2AM["cues"], exclude=("fixed_threshold",)),
+        shard=lambda w, input: f"--shard {w.scatteritem} --threshold-json {input.threshold}" if SHARDS > 1 else "",
     log:
-        "logs/extract_cues.log",
+        f"logs/{shard_name('extract_cues')}.log",
     benchmark:
-        "benchmarks/extract_cues.tsv"
-    threads: NET_THREADS
+        f"benchmarks/{shard_name('extract_cues')}.tsv"
+    threads: rule_threads("extract_cues")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **rule_resources("extract_cues"),
     conda:
         ENV
     shell:
         "python -m c2am.stages.extract_cues --manifest {input.manifest} --split train"
         " --maps-dir {input.maps} --out-dir {output.cues} --out-threshold {output.threshold}"
-        " {params.cues} --threads {threads} 2> {log}"
+        " {params.cues} {params.shard} --threads {threads} 2> {log}"
 
 
 rule eval_c2am:
@@ -93,10 +91,9 @@ rule eval_c2am:
         "logs/eval_c2am.log",
     benchmark:
         "benchmarks/eval_c2am.tsv"
-    threads: NET_THREADS
+    threads: rule_threads("eval_c2am")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **rule_resources("eval_c2am"),
     conda:
         ENV
     shell:
@@ -118,10 +115,9 @@ rule c2am_boxes:
         "logs/c2am_boxes.log",
     benchmark:
         "benchmarks/c2am_boxes.tsv"
-    threads: 1
+    threads: rule_threads("c2am_boxes")
     resources:
-        mem_mb=4000,
-        runtime=30,
+        **rule_resources("c2am_boxes"),
     conda:
         ENV
     shell:

@@ -1,6 +1,8 @@
 # Helpers shared by the rule files, and config validation before any job is scheduled.
 import shlex
+from pathlib import PurePosixPath
 
+import yaml
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -11,9 +13,48 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 MANIFEST = "artifacts/dataset/manifest.json"
 ENV = "../../envs/c2am.yaml"
 SEED = config["seed"]
-# Rules that run a network ask for up to this many threads; each stage caps them at the CPUs it
-# really has, so `--cores 8` on a 2-core machine runs them one at a time with 2 threads each.
-NET_THREADS = 8
+SHARDS = config["shards"]
+
+# Per-rule threads and resources live in workflow/profiles/default/config.yaml; a user profile's set-threads /
+# set-resources override them key by key. Network rules ask for 8 threads; each stage caps them at the CPUs it
+# really has, and `--cores 2` scales them down to 2.
+with open(workflow.source_path("../profiles/default/config.yaml")) as f:
+    RULE_DEFAULTS = yaml.safe_load(f)
+
+
+def rule_threads(name):
+    return RULE_DEFAULTS["set-threads"][name]
+
+
+def rule_resources(name):
+    return RULE_DEFAULTS["set-resources"][name]
+
+
+# Sharded inference (the scattergather directive is in the Snakefile): with shards > 1 each per-image stage runs
+# as `shards` jobs (scatter items "K-of-N"), each writing under artifacts/shards/; gather jobs merge them into the
+# usual folders. With shards: 1 the rules write the usual folders directly and no gather job exists.
+def sharded(path):
+    """Where a per-image stage writes ``path``: the path itself unsharded, else its shard under artifacts/shards/
+    (folder artifacts/x/y -> artifacts/shards/x/y/{scatteritem}; file x.json -> shards/.../x/{scatteritem}.json)."""
+    if SHARDS == 1:
+        return path
+    p = PurePosixPath(path)
+    base = PurePosixPath("artifacts/shards") / p.relative_to("artifacts")
+    return str(base.with_suffix("") / f"{{scatteritem}}{p.suffix}")
+
+
+def gathered(path):
+    """The shard paths of ``path`` (as written by ``sharded``), in shard order; other wildcards stay wildcards."""
+    return gather.shards(sharded(path).replace("{", "{{").replace("}", "}}").replace("{{scatteritem}}", "{scatteritem}"))
+
+
+def shard_name(name):
+    """A log/benchmark name, per shard when sharded."""
+    return name if SHARDS == 1 else f"{name}_{{scatteritem}}"
+
+
+def shard_flag(wildcards):
+    return f"--shard {wildcards.scatteritem}" if SHARDS > 1 else ""
 
 
 def flag(key, value):

@@ -14,10 +14,9 @@ rule prepare_dataset:
         "logs/prepare_dataset.log",
     benchmark:
         "benchmarks/prepare_dataset.tsv"
-    threads: 1
+    threads: rule_threads("prepare_dataset")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **rule_resources("prepare_dataset"),
     conda:
         ENV
     shell:

@@ -24,11 +24,9 @@ rule train_deeplab:
         "logs/train_deeplab_{labels}.log",
     benchmark:
         "benchmarks/train_deeplab_{labels}.tsv"
-    threads: NET_THREADS
+    threads: rule_threads("train_deeplab")
     resources:
-        mem_mb=12000,
-        runtime=600,
-        gpu=1,
+        **rule_resources("train_deeplab"),
     conda:
         ENV
     shell:
@@ -42,24 +40,23 @@ rule infer_deeplab:
         manifest=MANIFEST,
         model="artifacts/deeplab/{labels}/model.pt",
     output:
-        pred=directory("artifacts/deeplab/{labels}/pred_val"),
+        pred=directory(sharded("artifacts/deeplab/{labels}/pred_val")),
     params:
         infer=flags(DEEPLAB["infer"]),
         crf=flags(CRF_LABELS["crf"]),
+        shard=shard_flag,
     log:
-        "logs/infer_deeplab_{labels}.log",
+        f"logs/{shard_name('infer_deeplab_{labels}')}.log",
     benchmark:
-        "benchmarks/infer_deeplab_{labels}.tsv"
-    threads: NET_THREADS
+        f"benchmarks/{shard_name('infer_deeplab_{labels}')}.tsv"
+    threads: rule_threads("infer_deeplab")
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
+        **rule_resources("infer_deeplab"),
     conda:
         ENV
     shell:
         "python -m c2am.stages.infer_deeplab --manifest {input.manifest} --split val"
-        " --checkpoint {input.model} --out-dir {output.pred} {params.infer} {params.crf}"
+        " --checkpoint {input.model} --out-dir {output.pred} {params.infer} {params.crf} {params.shard}"
         " --threads {threads} 2> {log}"
 
 
@@ -76,12 +73,12 @@ rule evaluate:
         "logs/evaluate_{score}.log",
     benchmark:
         "benchmarks/evaluate_{score}.tsv"
-    threads: 1
+    threads: rule_threads("evaluate")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **rule_resources("evaluate"),
     conda:
         ENV
     shell:
         "python -m c2am.stages.evaluate --manifest {input.manifest} --split val --pred-dir {input.pred}"
         " --out-txt {output.txt} --out-json {output.json} 2> {log}"
+

@@ -19,11 +19,9 @@ rule train_classifier:
         "logs/train_classifier.log",
     benchmark:
         "benchmarks/train_classifier.tsv"
-    threads: NET_THREADS
+    threads: rule_threads("train_classifier")
     resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=1,
+        **rule_resources("train_classifier"),
     conda:
         ENV
     shell:
@@ -37,23 +35,22 @@ rule infer_cam:
         manifest=MANIFEST,
         model="artifacts/classifier/model.pt",
     output:
-        cams=directory("artifacts/classifier/cams"),
+        cams=directory(sharded("artifacts/classifier/cams")),
     params:
         infer=flags(CLS["infer"]),
+        shard=shard_flag,
     log:
-        "logs/infer_cam.log",
+        f"logs/{shard_name('infer_cam')}.log",
     benchmark:
-        "benchmarks/infer_cam.tsv"
-    threads: NET_THREADS
+        f"benchmarks/{shard_name('infer_cam')}.tsv"
+    threads: rule_threads("infer_cam")
     resources:
-        mem_mb=8000,
-        runtime=120,
-        gpu=1,
+        **rule_resources("infer_cam"),
     conda:
         ENV
     shell:
         "python -m c2am.stages.infer_cam --manifest {input.manifest} --split train"
-        " --checkpoint {input.model} --out-dir {output.cams} {params.infer} --threads {threads} 2> {log}"
+        " --checkpoint {input.model} --out-dir {output.cams} {params.infer} {params.shard} --threads {threads} 2> {log}"
 
 
 rule refine_cams:
@@ -62,24 +59,24 @@ rule refine_cams:
         cams="artifacts/classifier/cams",
         cues="artifacts/c2am/cues",
     output:
-        cam_cues=directory("artifacts/pseudo/cam_cues"),
-        cam_fixed_tau=directory("artifacts/pseudo/cam_fixed_tau"),
+        cam_cues=directory(sharded("artifacts/pseudo/cam_cues")),
+        cam_fixed_tau=directory(sharded("artifacts/pseudo/cam_fixed_tau")),
     params:
         fixed_tau=REFINE["fixed_tau"],
+        shard=shard_flag,
     log:
-        "logs/refine_cams.log",
+        f"logs/{shard_name('refine_cams')}.log",
     benchmark:
-        "benchmarks/refine_cams.tsv"
-    threads: NET_THREADS
+        f"benchmarks/{shard_name('refine_cams')}.tsv"
+    threads: rule_threads("refine_cams")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **rule_resources("refine_cams"),
     conda:
         ENV
     shell:
         "python -m c2am.stages.refine_cams --manifest {input.manifest} --split train"
         " --cams-dir {input.cams} --cues-dir {input.cues} --fixed-tau {params.fixed_tau}"
-        " --out-cues-dir {output.cam_cues} --out-tau-dir {output.cam_fixed_tau} --threads {threads} 2> {log}"
+        " --out-cues-dir {output.cam_cues} --out-tau-dir {output.cam_fixed_tau} {params.shard} --threads {threads} 2> {log}"
 
 
 rule crf_labels:
@@ -87,23 +84,23 @@ rule crf_labels:
         manifest=MANIFEST,
         labels="artifacts/pseudo/cam_cues",
     output:
-        labels=directory("artifacts/pseudo/cam_cues_crf"),
+        labels=directory(sharded("artifacts/pseudo/cam_cues_crf")),
     params:
         crf=flags(CRF_LABELS),
+        shard=shard_flag,
     log:
-        "logs/crf_labels.log",
+        f"logs/{shard_name('crf_labels')}.log",
     benchmark:
-        "benchmarks/crf_labels.tsv"
-    threads: NET_THREADS
+        f"benchmarks/{shard_name('crf_labels')}.tsv"
+    threads: rule_threads("crf_labels")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **rule_resources("crf_labels"),
     conda:
         ENV
     shell:
         "python -m c2am.stages.crf_labels --manifest {input.manifest} --split train"
         " --labels-dir {input.labels} --compare-dir {input.labels} --out-dir {output.labels}"
-        " {params.crf} --threads {threads} 2> {log}"
+        " {params.crf} {params.shard} --threads {threads} 2> {log}"
 
 
 rule eval_pseudo:
@@ -122,10 +119,9 @@ rule eval_pseudo:
         "logs/eval_pseudo.log",
     benchmark:
         "benchmarks/eval_pseudo.tsv"
-    threads: NET_THREADS
+    threads: rule_threads("eval_pseudo")
     resources:
-        mem_mb=4000,
-        runtime=60,
+        **rule_resources("eval_pseudo"),
     conda:
         ENV
     shell:

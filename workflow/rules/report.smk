@@ -38,10 +38,9 @@ rule visualize:
         "logs/visualize.log",
     benchmark:
         "benchmarks/visualize.tsv"
-    threads: 1
+    threads: rule_threads("visualize")
     resources:
-        mem_mb=2000,
-        runtime=30,
+        **rule_resources("visualize"),
     conda:
         ENV
     shell:

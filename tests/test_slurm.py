@@ -1,0 +1,239 @@
+"""A real single-node SLURM cluster: the tiny DAG submitted through profiles/slurm, every job an sbatch job.
+
+The module fixture starts munged, slurmctld and slurmd by hand (a config at /etc/slurm/slurm.conf, because the
+plugin's job step does not pass SLURM_CONF on) and stops them afterwards. Without slurmdbd there is no sacct, so
+job status comes from squeue. The test profile turns the GPU requests to 0 (this machine has none) and shrinks
+threads and memory to fit the node. Skipped when SLURM is not installed (.ci/run installs it) or we are not root.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from c2am.data.voc import Manifest
+from tests.test_pipeline import SCORE_FILES, tiny
+from tests.test_shards import local_tiny_run
+from tests.test_workflow import job_counts, snakemake, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = Path("/etc/slurm/slurm.conf")
+MARK = "# c2am-wsss test cluster (tests/test_slurm.py); removed when the test ends"
+BINARIES = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scancel")
+SUBMITTED_RULES = {"prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues",
+                   "train_classifier", "infer_cam", "refine_cams", "crf_labels", "train_deeplab", "infer_deeplab",
+                   "evaluate", "eval_c2am", "c2am_boxes", "eval_pseudo", "visualize"}
+
+
+def skip_reason() -> str | None:
+    missing = [b for b in BINARIES if shutil.which(b) is None]
+    if missing:
+        return f"SLURM/munge not installed (missing {', '.join(missing)}); .ci/run installs slurm-wlm and munge"
+    if os.geteuid() != 0:
+        return "starting munged, slurmctld and slurmd by hand needs root"
+    if CONF.exists() and not CONF.read_text().startswith(MARK):
+        return f"{CONF} exists and is not ours: not touching a configured SLURM"
+    if subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0:
+        return "a slurmctld is already running"
+    return None
+
+
+REASON = skip_reason()
+needs_slurm = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+
+def slurm_conf(state: Path) -> str:
+    cpus = os.cpu_count() or 1
+    mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    return f"""{MARK}
+ClusterName=c2amtest
+SlurmctldHost=localhost
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+MpiDefault=none
+ReturnToService=2
+MinJobAge=600
+DefMemPerCPU=1000
+StateSaveLocation={state}/ctld
+SlurmdSpoolDir={state}/spool
+SlurmctldPidFile={state}/slurmctld.pid
+SlurmdPidFile={state}/slurmd.pid
+SlurmctldLogFile={state}/slurmctld.log
+SlurmdLogFile={state}/slurmd.log
+NodeName=localhost CPUs={cpus} RealMemory={int(mem_mb * 0.8)} State=UNKNOWN
+PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+def wait_for(check, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise RuntimeError(f"SLURM test cluster: {what} not ready after {timeout:.0f} s")
+
+
+def munge_works() -> bool:
+    return subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0
+
+
+def node_idle() -> bool:
+    out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout
+    return out.strip() == "idle"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A one-node SLURM (node 'localhost', partition 'debug'); yields its state folder (daemon logs)."""
+    state = tmp_path_factory.mktemp("slurm")
+    for sub in ("ctld", "spool"):
+        (state / sub).mkdir()
+    procs: list[subprocess.Popen] = []
+
+    def start(cmd):
+        log = open(state / f"{cmd[0]}.out", "w")
+        procs.append(subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT))
+
+    try:
+        Path("/run/munge").mkdir(parents=True, exist_ok=True)
+        if not Path("/etc/munge/munge.key").exists():
+            subprocess.run(["mungekey", "--create"], check=True)
+        start(["munged", "--foreground", "--force", f"--log-file={state}/munged.log",
+               f"--pid-file={state}/munged.pid", f"--seed-file={state}/munged.seed"])
+        wait_for(munge_works, "munged")
+        CONF.parent.mkdir(parents=True, exist_ok=True)
+        CONF.write_text(slurm_conf(state))
+        start(["slurmctld", "-D"])
+        start(["slurmd", "-D", "-N", "localhost"])
+        wait_for(node_idle, "node localhost")
+        yield state
+    finally:
+        if procs:
+            subprocess.run(["scancel", "--partition", "debug"], capture_output=True)
+        for proc in reversed(procs):  # slurmd, slurmctld, munged
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if CONF.exists() and CONF.read_text().startswith(MARK):
+            CONF.unlink()
+
+
+def test_profile(folder: Path) -> Path:
+    """Overrides for this machine on top of profiles/slurm: no GPUs, one CPU and 1 GB per job, fast polling."""
+    defaults = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    profile = {
+        "jobs": 4,
+        "latency-wait": 5,
+        "retries": 0,
+        "slurm-no-account": True,
+        "slurm-status-command": "squeue",
+        "slurm-init-seconds-before-status-checks": 1,
+        "slurm-keep-successful-logs": True,
+        "set-threads": {rule: 1 for rule in defaults["set-threads"]},
+        "set-resources": {rule: {"gpu": 0, "mem_mb": 1000} for rule in defaults["set-resources"]},
+    }
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(profile))
+    return folder
+
+
+test_profile.__test__ = False  # a helper, not a test
+
+
+def job_resources(stdout: str) -> dict[str, dict[str, str]]:
+    """{rule: {resource: value}} from a dry run's job listing (the first job of each rule)."""
+    jobs: dict[str, dict[str, str]] = {}
+    for block in stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        line = next((x for x in block.splitlines() if x.strip().startswith("resources:")), "")
+        pairs = (item.split("=", 1) for item in line.split(":", 1)[-1].split(", ") if "=" in item)
+        jobs.setdefault(rule, {k.strip(): v for k, v in pairs})
+    return jobs
+
+
+def test_slurm_profile_dry_run_shows_each_jobs_resources(tmp_path):
+    result = snakemake("--profile", str(ROOT / "profiles/slurm"), "-n", "--cores", "8", "results/voc_miou.txt",
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_resources(result.stdout)
+    assert set(jobs) >= {"train_c2am", "infer_c2am", "extract_cues", "train_deeplab", "evaluate"}
+    assert jobs["train_c2am"]["gpu"] == "1" and jobs["train_c2am"]["mem_mb"] == "8000"
+    assert jobs["train_c2am"]["runtime"] == "240" and jobs["train_deeplab"]["mem_mb"] == "12000"
+    assert jobs["extract_cues"]["gpu"] == "0" and "slurm_partition" in jobs["evaluate"]
+    assert "threads: 8" in result.stdout
+
+
+def test_a_user_profile_overrides_resources_key_by_key(tmp_path):
+    profile = test_profile(tmp_path / "p")
+    result = snakemake("--profile", str(ROOT / "profiles/slurm"), "--profile", str(profile), "-n",
+                       "results/voc_miou.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_resources(result.stdout)
+    assert jobs["train_c2am"]["gpu"] == "0" and jobs["train_c2am"]["mem_mb"] == "1000"
+    assert jobs["train_c2am"]["runtime"] == "240"  # not named by the override: the default stays
+
+
+def test_local_profile_lists_the_dag(tmp_path):
+    result = snakemake("--profile", str(ROOT / "profiles/local"), "-n", "results/voc_miou.txt", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_resources(result.stdout)["infer_c2am"]["gpu"] == "1"
+
+
+@needs_slurm
+def test_tiny_dag_runs_through_a_real_slurm(cluster, tmp_path_factory):
+    local_work, _, local_wall = local_tiny_run(tmp_path_factory)
+    work = tmp_path_factory.mktemp("dag_slurm")
+
+    def edit(config):
+        tiny(config)
+        config["shards"] = 2  # scattered jobs and gathers on the cluster too
+
+    config = write_config(work / "tiny.yaml", edit)
+    profile = test_profile(work / "test_profile")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles/slurm"),
+           "--profile", str(profile), "--configfile", str(config)]
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=1500)
+    wall = time.perf_counter() - start
+    print(f"\ntiny DAG wall time: SLURM {wall:.0f} s (shards 2), local --cores 2 {local_wall:.0f} s (shards 1)")
+    logs = (result.stdout + result.stderr)[-6000:]
+    assert result.returncode == 0, logs
+
+    # Every stage ran as its own SLURM job (the plugin keeps a log per job with slurm-keep-successful-logs).
+    slurm_logs = work / ".snakemake" / "slurm_logs"
+    submitted = {p.name.removeprefix("rule_") for p in slurm_logs.iterdir() if p.is_dir()}
+    assert SUBMITTED_RULES <= submitted, SUBMITTED_RULES - submitted
+    assert "gather_shards" not in submitted  # local rules stay on the submitting host
+    assert len(list((slurm_logs / "rule_infer_c2am").rglob("*.log"))) == 2  # one job per shard
+    assert set(job_counts(result.stdout + result.stderr)) >= SUBMITTED_RULES
+
+    manifest = Manifest.load(work / "artifacts/dataset/manifest.json")
+    for folder, split in [("artifacts/c2am/maps", "train"), ("artifacts/pseudo/cam_cues_crf", "train"),
+                          ("artifacts/deeplab/cam_cues_crf/pred_val", "val")]:
+        files = [p.stem for p in (work / folder).iterdir() if not p.name.startswith(".")]
+        assert sorted(files) == sorted(manifest.ids(split)), folder
+    for name in SCORE_FILES:
+        assert (work / "results" / f"{name}.txt").read_text().strip(), name
+    assert (work / "results/voc_miou.txt").read_text().startswith("mIoU: ")
+    # the same DAG locally produced the same set of results
+    assert sorted(p.name for p in (work / "results").glob("*.txt")) == \
+        sorted(p.name for p in (local_work / "results").glob("*.txt"))

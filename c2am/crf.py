@@ -70,3 +70,21 @@ def check_crf_inputs(image: np.ndarray, labels: np.ndarray, n_labels: int) -> tu
         raise ValueError(f"labels hold value {int(labels[bad][0])}, outside 0..{n_labels - 1} and 255")
     # pydensecrf needs a C-contiguous, writable buffer (a read-only view is rejected)
     return np.require(image, requirements=["C", "W"]), labels
+
+
+# ----------------------------------------------------------------------------- command-line flags
+
+CRF_DEFAULTS = {"gt_prob": 0.7, "gauss_sxy": 3.0, "gauss_compat": 3.0, "bilat_sxy": 50.0, "bilat_srgb": 5.0,
+                "bilat_compat": 10.0, "iters": 10}
+
+
+def add_crf_args(parser, **defaults) -> None:
+    """The CRF flags of a stage (``--gt-prob`` ... ``--iters``: a config ``crf`` section); DESIGN.md defaults."""
+    for key, value in {**CRF_DEFAULTS, **defaults}.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value, help="dense CRF parameter")
+
+
+def crf_args(args) -> dict:
+    """The CRF keyword arguments from parsed flags."""
+    return {key: getattr(args, key) for key in CRF_DEFAULTS}
+

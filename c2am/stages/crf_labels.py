@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2am.crf import IGNORE, crf_from_labels
+from c2am.crf import IGNORE, add_crf_args, crf_args, crf_from_labels
 from c2am.data.voc import Manifest, check_mask
 from c2am.io import InputError, load_image, load_label_png, run_stage, save_label_png, set_threads
 from c2am.parallel import map_items
@@ -25,7 +25,6 @@ from c2am.shards import add_shard_arg, select_shard
 
 log = logging.getLogger("c2am.crf_labels")
 
-CRF_KEYS = ("gt_prob", "gauss_sxy", "gauss_compat", "bilat_sxy", "bilat_srgb", "bilat_compat", "iters")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -34,13 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="train")
     p.add_argument("--labels-dir", type=Path, required=True, help="<id>.png pseudo labels to refine")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--gt-prob", type=float, default=0.7)
-    p.add_argument("--gauss-sxy", type=float, default=3)
-    p.add_argument("--gauss-compat", type=float, default=3)
-    p.add_argument("--bilat-sxy", type=float, default=50)
-    p.add_argument("--bilat-srgb", type=float, default=5)
-    p.add_argument("--bilat-compat", type=float, default=10)
-    p.add_argument("--iters", type=int, default=10)
+    add_crf_args(p)
     p.add_argument("--ignore-disagreement", action=argparse.BooleanOptionalAction, default=False,
                    help="set pixels where the CRF output and --compare-dir disagree to 255")
     p.add_argument("--compare-dir", type=Path, default=None,
@@ -104,7 +97,7 @@ def main(argv=None) -> None:
         compare = args.compare_dir or args.labels_dir
     elif args.compare_dir is not None:
         log.info("--compare-dir given without --ignore-disagreement: not used")
-    crf = {k: getattr(args, k) for k in CRF_KEYS}
+    crf = crf_args(args)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     items = [
         (

@@ -30,11 +30,10 @@ from c2am.io import (
     save_text,
     set_threads,
 )
+from c2am.crf import add_crf_args, crf_args
 from c2am.metrics import BinaryAUC, BinaryIoU
 from c2am.parallel import map_items
 from c2am.stages.extract_cues import (
-    add_crf_args,
-    crf_params,
     cue_for_image,
     image_threshold,
     load_map,
@@ -147,7 +146,7 @@ def main(argv=None) -> dict:
     if record.get("method") not in ("otsu", "otsu3", "otsu_image", "fixed"):
         raise InputError(f"{args.threshold_json}: unknown threshold method {record.get('method')!r}")
     ids = manifest.ids(args.split)
-    crf = crf_params(args)
+    crf = crf_args(args)
 
     fn = partial(score_image, manifest=manifest, maps_dir=maps_dir, cues_dir=cues_dir, record=record,
                  fixed=args.fixed_threshold)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2am.crf import crf_two_label
+from c2am.crf import add_crf_args, crf_args, crf_two_label
 from c2am.data.voc import Manifest
 from c2am.io import (
     InputError,
@@ -182,11 +182,6 @@ def image_threshold(record: dict, fmap: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- CRF cues
 
 
-def crf_params(args: argparse.Namespace) -> dict:
-    return {k: getattr(args, k) for k in ("gt_prob", "gauss_sxy", "gauss_compat", "bilat_sxy", "bilat_srgb",
-                                          "bilat_compat", "iters")}
-
-
 def cue_for_image(manifest: Manifest, image_id: str, maps_dir: Path, record: dict, crf: dict) -> np.ndarray:
     """Boolean H x W foreground cue: map > t, refined by the 2-label CRF over the image."""
     image = manifest.load_image(image_id)
@@ -200,16 +195,6 @@ def _write_cue(image_id: str, manifest: Manifest, maps_dir: Path, out_dir: Path,
     save_gray_png(out_dir / f"{image_id}.png", np.where(cue, 255, 0).astype(np.uint8))
     return float(cue.mean())
 
-
-def add_crf_args(p: argparse.ArgumentParser) -> None:
-    """The 2-label CRF flags (config ``c2am.cues.crf``), defaults from DESIGN.md."""
-    p.add_argument("--gt-prob", type=float, default=0.7)
-    p.add_argument("--gauss-sxy", type=float, default=3)
-    p.add_argument("--gauss-compat", type=float, default=3)
-    p.add_argument("--bilat-sxy", type=float, default=50)
-    p.add_argument("--bilat-srgb", type=float, default=5)
-    p.add_argument("--bilat-compat", type=float, default=10)
-    p.add_argument("--iters", type=int, default=10)
 
 
 def map_paths_for(manifest: Manifest, split: str, maps_dir: Path, ids: list[str] | None = None) -> list[Path]:
@@ -302,7 +287,7 @@ def main(argv=None) -> dict:
         return record
     ids = select_shard(manifest.ids(args.split), args.shard)
     map_paths_for(manifest, args.split, maps_dir, ids)  # every map of this shard is there, before any CRF
-    crf = crf_params(args)
+    crf = crf_args(args)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fn = partial(_write_cue, manifest=manifest, maps_dir=maps_dir, out_dir=out_dir, record=record, crf=crf)

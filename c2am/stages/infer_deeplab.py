@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from c2am.crf import add_crf_args, crf_args
 from c2am.data.voc import Manifest
 from c2am.inference import iterate_images, multiscale_flip, scaled_size
 from c2am.io import (
@@ -37,15 +38,6 @@ log = logging.getLogger("c2am.infer_deeplab")
 
 # Images whose probabilities wait for the CRF at once: bounds memory on real VOC (21 x 500 x 375 float16 each).
 CRF_CHUNK = 128
-CRF_DEFAULTS = {
-    "gt_prob": 1.0,
-    "gauss_sxy": 3.0,
-    "gauss_compat": 3.0,
-    "bilat_sxy": 50.0,
-    "bilat_srgb": 5.0,
-    "bilat_compat": 10.0,
-    "iters": 10,
-}
 
 
 # ----------------------------------------------------------------------------- CRF on probabilities
@@ -152,8 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", type=float, nargs="+", default=[1.0])
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=False, help="add horizontal flips")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, default=False, help="dense CRF on the softmax")
-    for key, value in CRF_DEFAULTS.items():
-        p.add_argument("--" + key.replace("_", "-"), type=type(value), default=value, help="CRF parameter")
+    add_crf_args(p, gt_prob=1.0)  # here gt_prob scales the softmax unary: 1.0 trusts it fully
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
     p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
     add_shard_arg(p)
@@ -178,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    crf_params = {k: getattr(args, k) for k in CRF_DEFAULTS}
+    crf_params = crf_args(args)
 
     crf_jobs: list[tuple] = []
     images = iterate_images(manifest, ids, device, num_workers=args.workers)

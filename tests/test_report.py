@@ -16,7 +16,7 @@ FIGURES = ["grid_train.png", "grid_val.png", "boxes.png", "loss_curves.png", "ta
 def test_report_html_holds_every_figure(run):  # noqa: F811
     work, config = run
     targets = [f"results/figures/{name}" for name in FIGURES]
-    result = snakemake("--cores", "2", "--configfile", str(config), *targets, cwd=work)
+    result = snakemake("--cores", "2", *targets, "--configfile", str(config), cwd=work)  # --configfile takes nargs
     assert result.returncode == 0, result.stderr[-4000:]
     for name in FIGURES:
         assert (work / "results/figures" / name).stat().st_size > 1000, name

@@ -22,24 +22,12 @@ from c2am.data.voc import Manifest
 from c2am.io import InputError, run_stage, save_json, save_text, set_threads
 from c2am.metrics import box_iou, largest_component_box
 from c2am.parallel import map_items
-from c2am.stages.extract_cues import dataset_otsu, load_map, map_paths_for
+from c2am.stages.extract_cues import dataset_otsu, load_map, map_paths_for, parse_threshold
 
 log = logging.getLogger("c2am.c2am_boxes")
 
 IOU_HIT = 0.5
 SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
-
-
-def parse_tau(text: str) -> str | float:
-    if text in ("otsu", "otsu3"):
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise InputError(f"--tau {text!r}: use 'otsu', 'otsu3' or a number in (0, 1)") from None
-    if not 0 < value < 1:
-        raise InputError(f"--tau {value}: must lie in (0, 1)")
-    return value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -52,7 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-txt", required=True, help="report; first line gt_known_loc: 0.xxxx")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    args.tau = parse_tau(args.tau)
+    args.tau = parse_threshold(args.tau, "--tau", methods=("otsu", "otsu3"))
     return args
 
 

@@ -149,16 +149,16 @@ def dataset_otsu(map_paths: list[Path], threads: int = 1, classes: int = 2) -> f
     return otsu_from_histogram(hist)
 
 
-def parse_threshold(text: str) -> str | float:
-    """``otsu`` / ``otsu_image`` or a number in (0, 1)."""
-    if text in THRESHOLD_METHODS:
+def parse_threshold(text: str, flag: str = "--threshold", methods=THRESHOLD_METHODS) -> str | float:
+    """One of ``methods`` (computed from the maps, no GT) or a number in (0, 1)."""
+    if text in methods:
         return text
     try:
         value = float(text)
     except ValueError:
-        raise InputError(f"--threshold {text!r}: use one of {THRESHOLD_METHODS} or a number in (0, 1)") from None
+        raise InputError(f"{flag} {text!r}: use one of {', '.join(methods)} or a number in (0, 1)") from None
     if not 0 < value < 1:
-        raise InputError(f"--threshold {value}: must lie in (0, 1)")
+        raise InputError(f"{flag} {value}: must lie in (0, 1)")
     return value
 
 

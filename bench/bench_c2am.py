@@ -89,7 +89,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     set_threads(args.threads)
     torch.manual_seed(0)
-    device = torch.device("cuda") if args.device == "cuda" else pick_device(args.device != "cpu")
+    device = pick_device(args.device)
     cfg = settings(args.voc)
     model = C2AM(build_trunk(cfg["backbone"], cfg["weights"])).to(device)
     if use_amp(device, cfg["amp"]):

@@ -249,11 +249,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(allow_cuda: bool = True):
-    """``cuda`` when available and allowed, else ``cpu``; logged so the choice is visible."""
+def pick_device(choice: str = "auto"):
+    """The device of a stage's ``--device {auto,cpu,cuda}``: auto is cuda when available; logged.
+
+    Asking for cuda where there is none is an InputError, not a silent fallback.
+    """
     import torch
 
-    dev = torch.device("cuda" if allow_cuda and torch.cuda.is_available() else "cpu")
+    if choice not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--device: expected auto, cpu or cuda, got {choice!r}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: CUDA is not available on this machine")
+    dev = torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
     log.info("device: %s", dev)
     return dev
 

@@ -84,7 +84,7 @@ def foreground_map(model: C2AM, inverted: bool, image: torch.Tensor, scales, amp
 def main(argv=None) -> None:
     args = parse_args(argv)
     set_threads(args.threads)
-    device = torch.device("cuda") if args.device == "cuda" else pick_device(allow_cuda=args.device != "cpu")
+    device = pick_device(args.device)
     manifest = Manifest.load(args.manifest)
     model, inverted = load_c2am(args.checkpoint, device)
     if use_amp(device, args.amp):

@@ -18,9 +18,8 @@ from tqdm import tqdm
 
 from c2am.data.voc import Manifest
 from c2am.inference import iterate_images, multiscale_flip, normalize_by_max
-from c2am.io import InputError, load_checkpoint, load_state_strict, run_stage, save_npz, set_threads
+from c2am.io import InputError, load_checkpoint, load_state_strict, pick_device, run_stage, save_npz, set_threads
 from c2am.models.classifier import Classifier, build_classifier
-from c2am.stages.train_classifier import resolve_device
 from c2am.training import autocast
 from c2am.shards import add_shard_arg, select_shard
 
@@ -73,7 +72,7 @@ def image_cams(model: Classifier, image: torch.Tensor, classes, scales, amp: boo
 def main(argv=None) -> None:
     args = parse_args(argv)
     set_threads(args.threads)
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     manifest = Manifest.load(args.manifest)
     model = load_classifier(args.checkpoint, manifest).to(device)
     labels = manifest.image_labels(args.split)

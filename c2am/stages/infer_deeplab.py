@@ -24,6 +24,7 @@ from c2am.io import (
     InputError,
     load_checkpoint,
     load_state_strict,
+    pick_device,
     run_stage,
     save_label_png,
     set_threads,
@@ -31,7 +32,6 @@ from c2am.io import (
 from c2am.models.deeplab import build_deeplab
 from c2am.parallel import map_items
 from c2am.shards import add_shard_arg, select_shard
-from c2am.stages.train_deeplab import resolve_device
 from c2am.training import autocast
 
 log = logging.getLogger("c2am.infer_deeplab")
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(args.threads)
     if any(s <= 0 for s in args.scales):
         raise InputError(f"scales: must be positive, got {args.scales}")
-    device = resolve_device(args.device)
+    device = pick_device(args.device)
     manifest = Manifest.load(args.manifest)
     ids = select_shard(manifest.ids(args.split), args.shard)
     model = load_model(Path(args.checkpoint), device)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from c2am import distributed
 from c2am.data.datasets import ClassificationDataset, image_train_transform
 from c2am.data.voc import Manifest, image_size
-from c2am.io import InputError, pick_device, run_stage, save_text, seed_everything, set_threads
+from c2am.io import run_stage, save_text, seed_everything, set_threads
 from c2am.metrics import average_precision, f1_multilabel, mean_average_precision
 from c2am.models.classifier import Classifier, build_classifier
 from c2am.training import (
@@ -66,12 +66,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
     return p.parse_args(argv)
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine")
-    return pick_device(allow_cuda=choice != "cpu")
 
 
 def classification_step(model: nn.Module, batch, device) -> torch.Tensor:

@@ -26,7 +26,6 @@ from c2am.data.datasets import SegmentationDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
 from c2am.io import (
     InputError,
-    pick_device,
     run_stage,
     seed_everything,
     set_threads,
@@ -79,12 +78,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"scale_range: need 0 < lo <= hi, got {lo} {hi}")
     if args.labels_dir is not None and not Path(args.labels_dir).is_dir():
         raise InputError(f"{args.labels_dir}: labels directory not found")
-
-
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    return pick_device(allow_cuda=choice != "cpu")
 
 
 def label_source(args: argparse.Namespace) -> str:

@@ -52,6 +52,6 @@ rule all:
 
 onsuccess:
     sys.path.insert(0, workflow.basedir)  # the c2am package beside this file, whatever env runs Snakemake
-    from c2am.stages.summary import summarize
+    from c2am.summary import summarize
 
     print(summarize("."))

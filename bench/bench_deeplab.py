@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from c2am.models.deeplab import MODEL_NAMES, build_deeplab, segmentation_loss
-from c2am.stages.infer_deeplab import predict_probs
+from c2am.inference import predict_probs
 from c2am.training import make_sgd
 
 

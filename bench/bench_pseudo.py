@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from c2am.refine import background_from_cue, refine_labels, refine_sweep, tau_grid  # noqa: E402
-from c2am.stages.crf_labels import crf_present_labels  # noqa: E402
+from c2am.crf import crf_present_labels  # noqa: E402
 
 SIZES = ((375, 500), (128, 128))  # (height, width)
 CLASSES = [3, 8, 15]

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from c2am.io import InputError, pick_device
+from c2am.io import InputError, pick_device, pin_memory
 
 log = logging.getLogger("c2am.distributed")
 
@@ -39,6 +39,8 @@ _REQUIRED_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 @dataclass(frozen=True)
 class DistInfo:
+    """The process layout and this process's device: resolved once per stage, passed down as one object."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -48,6 +50,15 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+    @property
+    def pin_memory(self) -> bool:
+        return pin_memory(self.device)
+
+
+def single(device) -> DistInfo:
+    """One process on ``device`` (no process group)."""
+    return DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device(device), is_main=True)
 
 
 def _env_int(key: str, default: int | None = None) -> int:
@@ -62,10 +73,6 @@ def _env_int(key: str, default: int | None = None) -> int:
         raise InputError(f"environment variable {key}={raw!r} is not an integer") from None
 
 
-def _single_device(device_pref: str) -> torch.device:
-    return pick_device(device_pref)
-
-
 def is_active() -> bool:
     """True inside an initialised process group of more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -78,18 +85,16 @@ def init_from_env(device_pref: str = "auto") -> DistInfo:
     takes ``cuda:LOCAL_RANK`` and NCCL; on the CPU, gloo.
     """
     world_size = _env_int("WORLD_SIZE", 1)
+    device = pick_device(device_pref)
     if world_size <= 1:
-        return DistInfo(rank=0, world_size=1, local_rank=0, device=_single_device(device_pref), is_main=True)
+        return single(device)
     for key in _REQUIRED_ENV:
         if key not in os.environ:
             raise InputError(f"WORLD_SIZE={world_size} but environment variable {key} is not set (use torchrun)")
     rank, local_rank = _env_int("RANK"), _env_int("LOCAL_RANK", 0)
     if not 0 <= rank < world_size:
         raise InputError(f"environment variable RANK={rank} is outside 0..{world_size - 1}")
-    if device_pref == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine")
-    use_cuda = device_pref != "cpu" and torch.cuda.is_available()
-    if use_cuda:
+    if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise InputError(f"LOCAL_RANK={local_rank} but only {torch.cuda.device_count()} CUDA device(s) visible")
         torch.cuda.set_device(local_rank)
@@ -100,17 +105,6 @@ def init_from_env(device_pref: str = "auto") -> DistInfo:
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size)
     log.info("rank %d/%d (local %d): %s, backend %s", rank, world_size, local_rank, device, backend)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device, is_main=rank == 0)
-
-
-def current(device) -> DistInfo:
-    """DistInfo of an already initialised process group (world_size 1 when there is none)."""
-    device = torch.device(device)
-    if not is_active():
-        return DistInfo(rank=0, world_size=1, local_rank=0, device=device, is_main=True)
-    rank = dist.get_rank()
-    local_rank = _env_int("LOCAL_RANK", 0) if "LOCAL_RANK" in os.environ else 0
-    return DistInfo(rank=rank, world_size=dist.get_world_size(), local_rank=local_rank, device=device,
-                    is_main=rank == 0)
 
 
 def threads_per_process(threads: int | None) -> int | None:

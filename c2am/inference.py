@@ -1,4 +1,8 @@
-"""Shared multi-scale + flip inference and the per-image loader used by the inference stages."""
+"""Shared multi-scale + flip inference, the per-image loader, and each network's map of one image.
+
+``foreground_map`` (C2AM), ``image_cams`` (classifier) and ``predict_probs`` (DeepLab) turn one 1 x 3 x H x W
+image in [0, 1] into that network's output at the image's size (docs/method.md §4-§6).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from c2am.io import InputError
+from c2am.io import InputError, pin_memory
+from c2am.training import autocast
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:
@@ -118,10 +123,60 @@ def iterate_images(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_no_collate,
-        pin_memory=device.type == "cuda",
+        pin_memory=pin_memory(device),
     )
     for image_id, pixels, error in loader:
         if error:
             raise InputError(error)
         tensor = pixels.to(device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).float().div_(255.0)
         yield image_id, pixels.numpy(), tensor
+
+
+# ----------------------------------------------------------------------------- each network's maps
+
+
+def foreground_map(model, inverted: bool, image: torch.Tensor, scales, amp: bool) -> np.ndarray:
+    """C2AM: H x W float32 foreground map in [0, 1] (P, or 1 - P when ``inverted``), max-normalised."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, amp):
+            return model.foreground_map(x, inverted).float()
+
+    return normalize_by_max(multiscale_flip(forward, image, scales))[0].cpu().numpy()
+
+
+@torch.no_grad()
+def image_cams(model, image: torch.Tensor, classes, scales, amp: bool) -> torch.Tensor:
+    """Classifier: K x H x W float32 CAMs in [0, 1] of ``classes`` (indices 1..C-1), each max-normalised."""
+    h, w = image.shape[-2:]
+    if len(classes) == 0:
+        return torch.zeros(0, h, w)
+    channels = torch.as_tensor([c - 1 for c in classes], device=image.device)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, amp):
+            return model.cams(x).index_select(1, channels)
+
+    return normalize_by_max(multiscale_flip(forward, image, scales, (h, w)))
+
+
+@torch.no_grad()
+def predict_probs(model, image: torch.Tensor, scales: Sequence[float], flip: bool, amp: bool = False) -> torch.Tensor:
+    """DeepLab: mean softmax over ``scales`` (and their flips with ``flip``) at the image size, C x H x W float32."""
+    size = tuple(image.shape[-2:])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, amp):
+            return torch.softmax(model(x).float(), dim=1)
+
+    if flip:
+        return multiscale_flip(forward, image, scales, out_size=size) / (2 * len(scales))
+    total = None
+    for s in scales:
+        resized = scaled_size(size, s)
+        x = image if resized == size else F.interpolate(image, size=resized, mode="bilinear", align_corners=False)
+        p = forward(x)
+        if tuple(p.shape[-2:]) != size:
+            p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+        total = p[0] if total is None else total.add_(p[0])
+    return total / len(scales)

@@ -1,4 +1,4 @@
-"""Artifact and error conventions shared by every stage (DESIGN.md section 5).
+"""File and error conventions shared by every stage (docs/method.md §7).
 
 - Every write goes to a temporary name in the same folder and is renamed into place,
   so a killed job never leaves a file that Snakemake would take as complete.
@@ -194,20 +194,29 @@ def save_jpeg(path, image: np.ndarray, quality: int = 90) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(path, state_dict: dict, meta: dict | None = None, **extra_state) -> None:
+CHECKPOINT_KINDS = ("c2am", "classifier", "deeplab")
+
+
+def save_checkpoint(path, state_dict: dict, meta: dict, **extra_state) -> None:
     """Save ``{"state_dict", "meta", **extra_state}``; meta holds plain numbers, strings, lists, bools.
 
+    ``meta["kind"]`` (one of CHECKPOINT_KINDS) is the checkpoint's identity, checked by :func:`load_checkpoint`.
     ``extra_state`` is for other state_dicts (optimizer, scaler) needed to resume.
     """
     import torch
 
-    payload = {"state_dict": state_dict, "meta": dict(meta or {}), **extra_state}
+    if meta.get("kind") not in CHECKPOINT_KINDS:
+        raise ValueError(f"{path}: checkpoint meta needs 'kind' in {CHECKPOINT_KINDS}, got {meta.get('kind')!r}")
+    payload = {"state_dict": state_dict, "meta": dict(meta), **extra_state}
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        # Through a file object: given a path, torch names the zip archive after the (temporary) file, so two
+        # saves of equal tensors would differ in bytes.
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint` with ``weights_only=True``."""
+def load_checkpoint(path, kind: str, map_location="cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``) whose kind is ``kind``."""
     import torch
 
     path = Path(path)
@@ -217,9 +226,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several unrelated types for a bad file
         raise InputError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise InputError(f"{path}: not a c2am checkpoint (no 'state_dict' entry)")
-    ckpt.setdefault("meta", {})
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or not isinstance(ckpt.get("meta"), dict):
+        raise InputError(f"{path}: not a c2am checkpoint (no 'state_dict' and 'meta' entries)")
+    found = ckpt["meta"].get("kind")
+    if found != kind:
+        raise InputError(f"{path}: expected a {kind} checkpoint, found kind {found!r}")
     return ckpt
 
 
@@ -263,6 +274,13 @@ def pick_device(choice: str = "auto"):
     dev = torch.device("cuda" if choice != "cpu" and torch.cuda.is_available() else "cpu")
     log.info("device: %s", dev)
     return dev
+
+
+def pin_memory(device) -> bool:
+    """Whether DataLoaders feeding ``device`` pin host memory: only for CUDA, where it speeds up the copies."""
+    import torch
+
+    return torch.device(device).type == "cuda"
 
 
 def available_cpus() -> int:

@@ -1,4 +1,4 @@
-"""C2AM contrastive losses (DESIGN.md section 3), over all N x N pairs of a batch.
+"""C2AM contrastive losses (docs/method.md §3), over all N x N pairs of a batch.
 
 s(a, b) = clamp(cos(a, b), 5e-4, 0.9995)
 L_neg(V_b, V_f) = mean_ij -log(1 - s(v_b^i, v_f^j))
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from c2am.distributed import gather_with_grad
 
 SIM_MIN = 5e-4
 SIM_MAX = 0.9995
@@ -66,3 +68,23 @@ def c2am_loss(v_f: torch.Tensor, v_b: torch.Tensor, alpha: float) -> tuple[torch
     pos_bg = positive_loss(v_b, alpha)
     parts = {"pos_fg": pos_fg.detach(), "neg": neg.detach(), "pos_bg": pos_bg.detach()}
     return pos_fg + neg + pos_bg, parts
+
+
+def gather_pooled(v_f: torch.Tensor, v_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """v_f, v_b of the global batch (all processes, rank order), gradients back to the local rows.
+
+    One collective for both; the identity in a single process.
+    """
+    both = gather_with_grad(torch.cat([v_f.float(), v_b.float()], dim=1))
+    return both.split(v_f.shape[1], dim=1)
+
+
+def c2am_step(alpha: float):
+    """The training step of :func:`c2am.training.fit`: the loss over every pair of the global batch."""
+
+    def step_fn(model, batch: torch.Tensor) -> torch.Tensor:
+        v_f, v_b, _ = model(batch)
+        loss, _ = c2am_loss(*gather_pooled(v_f, v_b), alpha)
+        return loss
+
+    return step_fn

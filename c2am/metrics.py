@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE = 255
+from c2am.artifacts import IGNORE
+
 
 
 # ----------------------------------------------------------------------------- semantic segmentation
@@ -235,6 +236,11 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def box_hit(box, gt_boxes, iou: float = 0.5) -> bool:
+    """GT-known localisation hit: ``box`` overlaps some GT box with IoU >= ``iou`` (no box is a miss)."""
+    return box is not None and any(box_iou(box, g) >= iou for g in gt_boxes)
+
+
 def largest_component_box(mask: np.ndarray) -> list[int] | None:
     """Inclusive ``[x1, y1, x2, y2]`` box of the largest 8-connected region of ``mask``; None if it is empty.
 
@@ -312,3 +318,14 @@ def f1_multilabel(scores: np.ndarray, targets: np.ndarray, threshold: float = 0.
         return float("nan")
     f1 = 2 * tp[has_pos] / (2 * tp[has_pos] + fp[has_pos] + fn[has_pos])
     return float(f1.mean())
+
+
+def classification_report(scores: np.ndarray, targets: np.ndarray, class_names: list[str]) -> str:
+    """``mAP: x``, ``F1: x`` (macro F1 at sigmoid >= 0.5), then ``<class>: <AP>`` per class (nan: no positives)."""
+    lines = [
+        f"mAP: {mean_average_precision(scores, targets):.4f}",
+        f"F1: {f1_multilabel(scores, targets, 0.5):.4f}",
+    ]
+    for k, name in enumerate(class_names):
+        lines.append(f"{name}: {average_precision(scores[:, k], targets[:, k]):.4f}")
+    return "\n".join(lines) + "\n"

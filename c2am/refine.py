@@ -1,4 +1,4 @@
-"""Pseudo labels from class CAMs and a background score (pure numpy; DESIGN.md section 3).
+"""Pseudo labels from class CAMs and a background score (pure numpy; docs/method.md §5).
 
 label(p) = argmax over [B(p), CAM_c1(p), ..., CAM_ck(p)], mapped back to class indices (0 = background).
 
@@ -29,11 +29,13 @@ def check_cams(cams: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np
 
 
 def background_from_cue(cue: np.ndarray) -> np.ndarray:
-    """B = 1 - cue_fg from a uint8 cue (255 = foreground, 0 = background); soft cues give soft B."""
+    """B = 1 - cue_fg from a boolean cue (True = foreground) or a uint8 one (255 = foreground; soft cues give
+    soft B)."""
     cue = np.asarray(cue)
-    if cue.dtype != np.uint8 or cue.ndim != 2:
-        raise ValueError(f"cue must be a uint8 H x W map, got {cue.dtype} {cue.shape}")
-    return 1.0 - cue.astype(np.float32) / 255.0
+    if cue.ndim != 2 or cue.dtype not in (np.bool_, np.uint8):
+        raise ValueError(f"cue must be a boolean or uint8 H x W map, got {cue.dtype} {cue.shape}")
+    fg = cue.astype(np.float32) if cue.dtype == np.bool_ else cue.astype(np.float32) / 255.0
+    return 1.0 - fg
 
 
 def refine_labels(cams: np.ndarray, classes: Sequence[int], background) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Shared training infrastructure: poly-LR SGD with two parameter groups and a resumable epoch loop.
 
 Used by the C2AM, classifier and DeepLab training stages. What each stage supplies is its model,
-its DataLoader and a ``step_fn(model, batch, device) -> loss``; everything else (AMP, logging,
+its DataLoader and a ``step_fn(model, batch) -> loss``; everything else (AMP, logging,
 checkpoints, resume, determinism) lives here.
 
 Determinism contract (what a stage must do so that a run resumed after epoch k ends with weights
@@ -43,6 +43,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from c2am import distributed
@@ -201,20 +202,38 @@ def cpu_state_dict(module: nn.Module) -> dict:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
+def train_loader(dataset, batch_size: int, dist: distributed.DistInfo, seed: int, workers: int,
+                 drop_last: bool = True) -> DataLoader:
+    """The DataLoader of a training stage, as the determinism contract above wants it.
+
+    ``batch_size`` is the global batch, split equally over the processes (a DistributedSampler shuffles then;
+    in one process the loader does). ``drop_last``: a last batch of one image would break BatchNorm, and the
+    contrastive loss needs pairs.
+    """
+    if drop_last and len(dataset) < batch_size:
+        raise InputError(f"--batch-size {batch_size}: larger than the training split ({len(dataset)} images)")
+    sampler = distributed.train_sampler(dataset, dist, seed, drop_last=drop_last)
+    return DataLoader(
+        dataset,
+        batch_size=distributed.per_process_batch(batch_size, dist.world_size),
+        shuffle=sampler is None,
+        sampler=sampler,
+        drop_last=drop_last,
+        num_workers=workers,
+        generator=epoch_generator(seed, 0),
+        pin_memory=dist.pin_memory,
+    )
+
+
 # ----------------------------------------------------------------------------- CSV log
 
 
-def _prepare_csv(path: Path, resumed_epoch: int) -> None:
-    """Fresh run: header only. Resumed after epoch k: keep the header and the rows of epochs <= k."""
-    rows = []
-    if resumed_epoch > 0 and path.is_file():
-        with open(path, newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header == CSV_HEADER:
-                rows = [r for r in reader if r and int(r[0]) <= resumed_epoch]
-            else:
-                log.warning("%s: unexpected header %s; starting the log afresh", path, header)
+def _prepare_csv(path: Path, rows: list[list[str]]) -> None:
+    """Write the header and ``rows``: none on a fresh start, the resume state's rows on resume.
+
+    The rows come from the resume state, not from the CSV itself: Snakemake deletes the outputs of an
+    incomplete job (this CSV among them) before it reruns the job.
+    """
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as f:
             writer = csv.writer(f)
@@ -242,13 +261,13 @@ def changed_settings(saved_run: dict, run: dict) -> list[str]:
 
 
 def _load_resume_state(state_path: Path, run: dict, model, optimizer, scheduler, scaler):
-    """Restore every state; returns (last finished epoch, meta, per-epoch mean losses).
+    """Restore every state; returns (last finished epoch, meta, per-epoch mean losses, CSV rows so far).
 
     Returns None when the state is unreadable or was written with other settings (a config change made
     Snakemake rerun the stage, and its weights must not be continued); either is logged, never an error.
     """
     try:
-        state = load_checkpoint(state_path)
+        state = load_checkpoint(state_path, kind=run["meta"].get("kind"))
     except InputError as e:
         log.warning("ignoring unreadable resume state (%s); starting fresh", e)
         return None
@@ -265,24 +284,28 @@ def _load_resume_state(state_path: Path, run: dict, model, optimizer, scheduler,
         scheduler.load_state_dict(state["scheduler"])
     if state.get("scaler") and scaler.is_enabled():
         scaler.load_state_dict(state["scaler"])
-    return int(state["epoch"]), dict(state["meta"]), list(state.get("epoch_losses", []))
+    return (int(state["epoch"]), dict(state["meta"]), list(state.get("epoch_losses", [])),
+            [list(r) for r in state.get("log_rows", [])])
 
 
 # ----------------------------------------------------------------------------- the loop
 
 
-def _log_rows(writer, f, pending: list, bar) -> float:
+def _log_rows(writer, f, pending: list, bar, rows: list) -> float:
     """Materialise pending (epoch, step, loss tensor, lr) rows: one device sync per call, not per step.
 
     Every rank calls this at the same steps (the losses are averaged over ranks); ``writer`` and ``f`` are
-    None on ranks other than 0, which write nothing.
+    None on ranks other than 0, which write nothing. Each row is also appended to ``rows`` as the strings
+    written, so the resume state can rewrite the log byte for byte.
     """
     losses = distributed.mean_over_ranks(torch.stack([p[2] for p in pending]).float()).cpu().tolist()
     for (epoch, step, _, lr), loss in zip(pending, losses):
         if not math.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss} at epoch {epoch}, step {step}")
+        row = [str(epoch), str(step), f"{loss:.6g}", f"{lr:.6g}"]
+        rows.append(row)
         if writer is not None:
-            writer.writerow([epoch, step, f"{loss:.6g}", f"{lr:.6g}"])
+            writer.writerow(row)
     if f is not None:
         f.flush()
     bar.set_postfix(loss=f"{losses[-1]:.4f}", lr=f"{pending[-1][3]:.3g}")
@@ -296,12 +319,12 @@ def fit(
     optimizer: torch.optim.Optimizer,
     scheduler,
     epochs: int,
-    step_fn: Callable[[nn.Module, object, torch.device], torch.Tensor],
+    step_fn: Callable[[nn.Module, object], torch.Tensor],
     *,
+    dist: distributed.DistInfo,
     ckpt_path,
     state_path,
     resume: bool,
-    device,
     amp: bool,
     log_csv,
     meta: dict,
@@ -309,13 +332,12 @@ def fit(
     on_epoch_end: Callable[[int, nn.Module, dict], dict | None] | None = None,
     desc: str = "train",
     sync_every: int = 20,
-    dist: distributed.DistInfo | None = None,
 ) -> dict:
     """Train ``model`` for ``epochs`` epochs (numbered from 1); return the final checkpoint's meta.
 
-    Per step: zero_grad, ``loss = step_fn(model, batch, device)`` under autocast (CUDA + ``amp`` only), backward
+    Per step: zero_grad, ``loss = step_fn(model, batch)`` under autocast (CUDA + ``amp`` only), backward
     through a GradScaler, optimiser step, ``scheduler.step()`` (``scheduler`` may be None). The batch reaches
-    ``step_fn`` already on ``device`` (4-D float tensors channels_last when AMP is on). ``model`` is in train
+    ``step_fn`` already on ``dist.device`` (4-D float tensors channels_last when AMP is on). ``model`` is in train
     mode at the start of every epoch.
 
     Per epoch: reseed (see the module docstring), ``on_epoch_end(epoch, model, meta)`` (may update ``meta`` in
@@ -326,17 +348,16 @@ def fit(
     ``resume=True`` with ``state_path`` present continues after its epoch if the state was written with the
     same ``meta``, ``epochs``, ``seed``, steps per epoch and world size; otherwise (or when it is unreadable)
     it is ignored with a warning. The CSV log (``epoch,step,loss,lr``; ``step`` global, 1-based; ``lr`` of
-    the first group, as used by that step) is rewritten on a fresh start and, on resume, truncated to the
-    epochs the state covers, then appended. Losses are read back every ``sync_every`` steps, so a
-    non-finite loss raises FloatingPointError then.
+    the first group, as used by that step) is rewritten on a fresh start and, on resume, rewritten from the
+    rows the state holds (the epochs it covers), then appended. Losses are read back every ``sync_every``
+    steps, so a non-finite loss raises FloatingPointError then.
 
-    Distributed (``dist``, default: the initialised process group, if any, see :mod:`c2am.distributed`):
-    with world_size > 1, ``step_fn`` gets the model inside DistributedDataParallel with synchronised
+    ``dist`` (:class:`c2am.distributed.DistInfo`) is the process layout and the device, resolved once by the
+    stage. With world_size > 1, ``step_fn`` gets the model inside DistributedDataParallel with synchronised
     BatchNorm, while ``on_epoch_end`` gets the unwrapped model and runs on every rank (so ``meta`` stays
     identical; a callback that writes files should check the rank). Only rank 0 writes files.
     """
-    device = torch.device(device)
-    dist = dist if dist is not None else distributed.current(device)
+    device = dist.device
     ckpt_path, state_path, log_csv = Path(ckpt_path), Path(state_path), Path(log_csv)
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
@@ -353,11 +374,12 @@ def fit(
     run = {"meta": initial_meta, "epochs": int(epochs), "seed": int(seed), "steps_per_epoch": steps_per_epoch,
            "world_size": dist.world_size}
     start_epoch, epoch_losses, meta = 0, [], dict(meta)
+    log_rows: list[list[str]] = []  # every CSV row so far, kept in the resume state
     restored = None
     if resume and state_path.is_file():
         restored = _load_resume_state(state_path, run, model, optimizer, scheduler, scaler)
     if restored is not None:
-        start_epoch, meta, epoch_losses = restored
+        start_epoch, meta, epoch_losses, log_rows = restored
         log.info("%s: resuming from %s after epoch %d/%d", desc, state_path, start_epoch, epochs)
     elif resume:
         log.info("%s: no resume state at %s; starting fresh", desc, state_path)
@@ -365,7 +387,7 @@ def fit(
     if dist.distributed:
         log.info("%s: DistributedDataParallel over %d processes (rank %d)", desc, dist.world_size, dist.rank)
     if dist.is_main:
-        _prepare_csv(log_csv, start_epoch)
+        _prepare_csv(log_csv, log_rows)
 
     with open(log_csv, "a", newline="") if dist.is_main else contextlib.nullcontext() as csv_file:
         writer = csv.writer(csv_file) if dist.is_main else None
@@ -382,7 +404,7 @@ def fit(
                 batch = to_device(batch, device, channels_last=amp_on)
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(device, amp_on):
-                    loss = step_fn(train_model, batch, device)
+                    loss = step_fn(train_model, batch)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
@@ -390,9 +412,9 @@ def fit(
                     scheduler.step()
                 pending.append((epoch, step, loss.detach(), lr))
                 if len(pending) >= sync_every:
-                    total += _log_rows(writer, csv_file, pending, bar)
+                    total += _log_rows(writer, csv_file, pending, bar, log_rows)
             if pending:
-                total += _log_rows(writer, csv_file, pending, bar)
+                total += _log_rows(writer, csv_file, pending, bar, log_rows)
             bar.close()
             epoch_losses.append(total / steps_per_epoch)
 
@@ -411,6 +433,7 @@ def fit(
                     epoch=epoch,
                     run=run,
                     epoch_losses=epoch_losses,
+                    log_rows=log_rows,
                 )
             log.info(
                 "%s epoch %d/%d: mean loss %.4f, lr %.3g, %.1f s",

@@ -11,10 +11,12 @@ import torch
 
 from c2am.data.synthetic import generate_voc_tree
 from c2am.data.voc import build_manifest
+from c2am import losses
 from c2am.io import InputError, load_checkpoint, load_label_png, save_checkpoint
-from c2am.models.c2am_net import C2AM
-from c2am.stages import c2am_boxes, eval_c2am, extract_cues, infer_c2am, train_c2am
-from c2am.stages.extract_cues import otsu3_from_histogram, otsu_from_histogram
+from c2am.metrics import box_hit
+from c2am.models.c2am_net import C2AM, decide_inverted, load_c2am
+from c2am.polarity import measure_polarity
+from c2am.stages import c2am_boxes, cue_threshold, eval_c2am, extract_cues, infer_c2am, train_c2am
 
 torch.set_num_threads(1)
 
@@ -48,7 +50,7 @@ class CountingLoss:
     def __init__(self, fail_at=None):
         self.calls = 0
         self.fail_at = fail_at
-        self.real = train_c2am.c2am_loss
+        self.real = losses.c2am_loss
 
     def __call__(self, *args, **kwargs):
         self.calls += 1
@@ -66,9 +68,9 @@ def trained(tiny, tmp_path_factory):
 
 
 def test_checkpoint_meta(trained):
-    meta = load_checkpoint(trained)["meta"]
+    meta = load_checkpoint(trained, kind="c2am")["meta"]
     assert type(meta["inverted"]) is bool
-    assert meta["backbone"] == "lite0" and meta["epochs"] == 2 and meta["model"] == "c2am"
+    assert meta["backbone"] == "lite0" and meta["epochs"] == 2 and meta["kind"] == "c2am"
     assert len(meta["border_means"]) == 2 and 0 <= meta["border_mean_epoch1"] <= 1
     assert meta["inverted"] == (meta["border_mean_epoch1"] > 0.5)
 
@@ -78,20 +80,20 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tiny, trained, tm
     state = tmp_path / "model.pt.resume"
     # 8 images / batch 4 = 2 steps per epoch; call 4 is the second step of epoch 2.
     killer = CountingLoss(fail_at=4)
-    monkeypatch.setattr(train_c2am, "c2am_loss", killer)
+    monkeypatch.setattr(losses, "c2am_loss", killer)
     with pytest.raises(KeyboardInterrupt):
         train_c2am.main(train_argv(tiny, out))
     assert not out.exists() and state.is_file()
-    assert load_checkpoint(state)["epoch"] == 1
+    assert load_checkpoint(state, kind="c2am")["epoch"] == 1
 
     counter = CountingLoss()
-    monkeypatch.setattr(train_c2am, "c2am_loss", counter)
+    monkeypatch.setattr(losses, "c2am_loss", counter)
     with caplog.at_level(logging.INFO, logger="c2am"):
         train_c2am.main(train_argv(tiny, out))
     assert counter.calls == 2  # only epoch 2 ran again
     assert "resuming" in caplog.text and "after epoch 1" in caplog.text
     assert out.is_file() and not state.exists()
-    ref, got = load_checkpoint(trained), load_checkpoint(out)
+    ref, got = load_checkpoint(trained, kind="c2am"), load_checkpoint(out, kind="c2am")
     for key, value in ref["state_dict"].items():
         assert torch.equal(value, got["state_dict"][key]), key
     assert got["meta"]["inverted"] == ref["meta"]["inverted"]
@@ -102,11 +104,11 @@ def test_resume_after_kill_mid_epoch_matches_uninterrupted_run(tiny, trained, tm
 
 def test_resume_state_with_other_hyperparameters_is_ignored(tiny, tmp_path, monkeypatch, caplog):
     out = tmp_path / "model.pt"
-    monkeypatch.setattr(train_c2am, "c2am_loss", CountingLoss(fail_at=3))
+    monkeypatch.setattr(losses, "c2am_loss", CountingLoss(fail_at=3))
     with pytest.raises(KeyboardInterrupt):
         train_c2am.main(train_argv(tiny, out))
     counter = CountingLoss()
-    monkeypatch.setattr(train_c2am, "c2am_loss", counter)
+    monkeypatch.setattr(losses, "c2am_loss", counter)
     with caplog.at_level(logging.INFO, logger="c2am"):
         train_c2am.main(train_argv(tiny, out, lr=0.02))
     assert "ignoring resume state" in caplog.text and "lr" in caplog.text
@@ -116,7 +118,7 @@ def test_resume_state_with_other_hyperparameters_is_ignored(tiny, tmp_path, monk
 def test_polarity_override_and_measurement(tiny, tmp_path):
     out = tmp_path / "model.pt"
     train_c2am.main(train_argv(tiny, out, epochs=1, polarity="inverted"))
-    assert load_checkpoint(out)["meta"]["inverted"] is True
+    assert load_checkpoint(out, kind="c2am")["meta"]["inverted"] is True
 
     class BorderBright(C2AM):
         def activation(self, z):
@@ -131,28 +133,9 @@ def test_polarity_override_and_measurement(tiny, tmp_path):
             return x[:, :1], x[:, 1:]
 
     model = BorderBright(NullTrunk())
-    value = train_c2am.measure_polarity(model, torch.rand(3, 3, 32, 32), 0.1, "cpu")
+    value = measure_polarity(model, torch.rand(3, 3, 32, 32), 0.1, "cpu")
     assert value > 0.9
-    assert train_c2am.decide_inverted(value, "auto") is True
-
-
-def test_otsu_hand_cases():
-    # 4 bins, centres .125 .375 .625 .875; between-class variance w0 * w1 * (mu0 - mu1)^2 by hand:
-    # [3,1,0,4]: split after bin 0: 3/8*5/8*(.125-.775)^2 = .099; after bin 1 (and 2): .5*.5*(.1875-.875)^2 = .118
-    assert otsu_from_histogram(np.array([3, 1, 0, 4])) == 0.5
-    # [4,0,1,3]: after bin 0 (and 1): .5*.5*(.125-.8125)^2 = .118; after bin 2: 5/8*3/8*(.225-.875)^2 = .099
-    assert otsu_from_histogram(np.array([4, 0, 1, 3])) == 0.25
-    assert otsu_from_histogram(np.array([0, 7, 0, 0])) == 0.5  # one occupied bin: no split to find
-
-
-def test_otsu3_hand_case():
-    # Three clusters at bins 0, 2, 4 (5 bins) separate perfectly: class edges after bins 0..1 and 2..3;
-    # the tie among perfect splits goes to the lowest edges, 1/5 and 3/5.
-    assert otsu3_from_histogram(np.array([5, 0, 3, 0, 2])) == (0.2, 0.6)
-    # Four bins [4, 4, 1, 3], centres .125 .375 .625 .875; sum_c S_c^2 / W_c by hand:
-    # {0},{1},{2,3}: .5^2/4 + 1.5^2/4 + 3.25^2/4 = 3.2656;  {0},{1,2},{3}: .0625 + 2.125^2/5 + 2.625^2/3 = 3.2625;
-    # {0,1},{2},{3}: 2^2/8 + .625^2 + 2.296875 = 3.1875  -> edges 1/4 and 2/4.
-    assert otsu3_from_histogram(np.array([4, 4, 1, 3])) == (0.25, 0.5)
+    assert decide_inverted(value, "auto") is True
 
 
 def test_maps_cues_report_and_boxes(tiny, trained, tmp_path):
@@ -166,11 +149,12 @@ def test_maps_cues_report_and_boxes(tiny, trained, tmp_path):
         assert a.dtype == np.float16 and a.shape == (32, 32)
         assert a.min() >= 0 and a.max() == 1.0
 
-    record = extract_cues.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--out-dir", str(cues),
-                                "--out-threshold", str(tmp_path / "t.json"), "--threshold", "otsu",
-                                "--threads", "1"])
+    record = cue_threshold.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--out", str(tmp_path / "t.json"),
+                                 "--threshold", "otsu"])
     saved = json.loads((tmp_path / "t.json").read_text())
     assert saved["method"] == "otsu" and 0 < saved["threshold"] < 1 and saved == record
+    extract_cues.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--out-dir", str(cues),
+                       "--threshold-json", str(tmp_path / "t.json"), "--threads", "1"])
     for f in sorted(cues.glob("*.png")):
         assert set(np.unique(load_label_png(f)).tolist()) <= {0, 255}
     assert len(list(cues.glob("*.png"))) == 8
@@ -196,14 +180,21 @@ def test_maps_cues_report_and_boxes(tiny, trained, tmp_path):
 
 
 def test_box_hit_iou_edge():
-    assert c2am_boxes.box_hit([0, 0, 9, 9], [[50, 50, 60, 60], [0, 0, 9, 7]])  # IoU 0.8 with the second
-    assert c2am_boxes.box_hit([0, 0, 9, 9], [[0, 0, 4, 9]])  # IoU 50/100 = 0.5 counts (>=)
-    assert not c2am_boxes.box_hit([0, 0, 9, 9], [[0, 0, 3, 9]])  # IoU 40/100
-    assert not c2am_boxes.box_hit(None, [[0, 0, 9, 9]])
+    assert box_hit([0, 0, 9, 9], [[50, 50, 60, 60], [0, 0, 9, 7]])  # IoU 0.8 with the second
+    assert box_hit([0, 0, 9, 9], [[0, 0, 4, 9]])  # IoU 50/100 = 0.5 counts (>=)
+    assert not box_hit([0, 0, 9, 9], [[0, 0, 3, 9]])  # IoU 40/100
+    assert not box_hit(None, [[0, 0, 9, 9]])
 
 
 def test_infer_rejects_checkpoint_without_polarity(tmp_path):
     path = tmp_path / "bad.pt"
-    save_checkpoint(path, {}, {"model": "c2am", "backbone": "lite0"})
+    save_checkpoint(path, {}, {"kind": "c2am", "backbone": "lite0"})
     with pytest.raises(InputError, match="inverted"):
-        infer_c2am.load_c2am(path, "cpu")
+        load_c2am(path, "cpu")
+
+
+def test_checkpoint_of_another_kind_is_refused_naming_both(tmp_path):
+    path = tmp_path / "classifier.pt"
+    save_checkpoint(path, {}, {"kind": "classifier", "backbone": "lite0", "inverted": False})
+    with pytest.raises(InputError, match=r"classifier\.pt: expected a c2am checkpoint, found kind 'classifier'"):
+        load_c2am(path, "cpu")

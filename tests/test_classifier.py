@@ -9,8 +9,8 @@ from c2am.data.voc import Manifest
 from c2am.io import InputError, load_checkpoint, load_npz, save_checkpoint, save_jpeg, save_label_png
 from c2am.models.classifier import Classifier
 from c2am.stages import infer_cam, train_classifier
-from c2am.stages.infer_cam import image_cams
-from c2am.stages.train_classifier import format_report
+from c2am.inference import image_cams
+from c2am.metrics import classification_report as format_report
 
 
 class IdentityTrunk(nn.Module):
@@ -115,7 +115,7 @@ def test_train_then_infer_cam_tiny(tiny_tree):
         "--report", str(t / "cls" / "report.txt"), "--weights", "none", "--epochs", "1", "--batch-size", "2",
         "--lr", "0.01", "--crop", "32", "--threads", "1", "--device", "cpu", "--seed", "0",
     ])
-    meta = load_checkpoint(out)["meta"]
+    meta = load_checkpoint(out, kind="classifier")["meta"]
     assert meta["classes"] == CLASSES and meta["num_foreground"] == 2 and meta["kind"] == "classifier"
     report = (t / "cls" / "report.txt").read_text().splitlines()
     assert report[0].startswith("mAP: ") and report[1].startswith("F1: ")

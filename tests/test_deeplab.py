@@ -20,7 +20,9 @@ from c2am.io import (
 )
 from c2am.models.deeplab import build_deeplab, segmentation_loss
 from c2am.stages import infer_deeplab, train_deeplab
-from c2am.stages.infer_deeplab import crf_from_probs, predict_probs
+from c2am.crf import crf_from_probs
+from c2am.distributed import single
+from c2am.inference import predict_probs
 from c2am.stages.train_deeplab import build_parser, make_loader
 
 
@@ -151,11 +153,11 @@ def test_crf_from_probs_keeps_confident_labels_and_checks_inputs():
     probs[0, :, :6] = 0.9
     probs[2, :, 6:] = 0.9
     probs[1] = 1 - probs[0] - probs[2]
-    labels = crf_from_probs(image, probs, gt_prob=0.9, iters=5)
+    labels = crf_from_probs(image, probs, softmax_scale=0.9, iters=5)
     expected = np.where(np.arange(12)[None, :] < 6, 0, 2).repeat(10, axis=0)
     np.testing.assert_array_equal(labels, expected)
-    with pytest.raises(ValueError, match="gt_prob"):
-        crf_from_probs(image, probs, gt_prob=0.0)
+    with pytest.raises(ValueError, match="softmax_scale"):
+        crf_from_probs(image, probs, softmax_scale=0.0)
     with pytest.raises(ValueError, match="C x H x W"):
         crf_from_probs(image, probs[:, :5])
 
@@ -202,10 +204,10 @@ def train_argv(t, *extra):
 def test_label_source_selection(tiny):
     manifest = Manifest.load(tiny / "manifest.json")
     gt_args = build_parser().parse_args(train_argv(tiny, "--gt-labels"))
-    gt_masks = torch.cat([m.flatten() for _, m in make_loader(gt_args, manifest)])
+    gt_masks = torch.cat([m.flatten() for _, m in make_loader(gt_args, manifest, single("cpu"))])
     assert {0, 1, 2} <= set(gt_masks.unique().tolist())
     pseudo_args = build_parser().parse_args(train_argv(tiny, "--labels-dir", str(tiny / "pseudo")))
-    pseudo_masks = torch.cat([m.flatten() for _, m in make_loader(pseudo_args, manifest)])
+    pseudo_masks = torch.cat([m.flatten() for _, m in make_loader(pseudo_args, manifest, single("cpu"))])
     assert set(pseudo_masks.unique().tolist()) <= {2, 255}  # 255 only from crop padding
     with pytest.raises(SystemExit):  # exactly one label source
         build_parser().parse_args(train_argv(tiny))
@@ -213,20 +215,20 @@ def test_label_source_selection(tiny):
         build_parser().parse_args(train_argv(tiny, "--gt-labels", "--labels-dir", str(tiny / "pseudo")))
     (tiny / "pseudo" / "im3.png").unlink()
     with pytest.raises(InputError, match="1 of 4"):
-        make_loader(pseudo_args, manifest)
+        make_loader(pseudo_args, manifest, single("cpu"))
 
 
 def test_train_then_infer_tiny(tiny):
     meta = train_deeplab.main(train_argv(tiny, "--labels-dir", str(tiny / "pseudo"), "--epochs", "2"))
-    ckpt = load_checkpoint(tiny / "dl" / "model.pt")
-    assert ckpt["meta"]["model"] == "lite0_deeplabhead" and ckpt["meta"]["num_classes"] == 3
+    ckpt = load_checkpoint(tiny / "dl" / "model.pt", kind="deeplab")
+    assert ckpt["meta"]["arch"] == "lite0_deeplabhead" and ckpt["meta"]["num_classes"] == 3
     assert ckpt["meta"]["labels"] == str(tiny / "pseudo") and math.isfinite(meta["final_loss"])
     assert not (tiny / "dl" / "model.pt.resume").exists()
     with open(tiny / "dl" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # 4 images / batch 2, 2 epochs
 
-    for extra in ([], ["--scales", "0.75", "1.0", "--flip", "--crf", "--iters", "2", "--gt-prob", "0.8"]):
+    for extra in ([], ["--scales", "0.75", "1.0", "--flip", "--crf", "--iters", "2", "--softmax-scale", "0.8"]):
         out = tiny / ("pred" + "".join(extra[:1]))
         n = infer_deeplab.main([
             "--manifest", str(tiny / "manifest.json"), "--split", "val", "--checkpoint", str(tiny / "dl" / "model.pt"),
@@ -242,7 +244,7 @@ def test_train_then_infer_tiny(tiny):
 
 def test_infer_rejects_class_count_mismatch(tiny):
     model = build_deeplab("lite0_deeplabhead", 5, "none")
-    save_checkpoint(tiny / "five.pt", model.state_dict(), {"model": "lite0_deeplabhead", "num_classes": 5})
+    save_checkpoint(tiny / "five.pt", model.state_dict(), {"kind": "deeplab", "arch": "lite0_deeplabhead", "num_classes": 5})
     with pytest.raises(InputError, match="5 classes"):
         infer_deeplab.main(["--manifest", str(tiny / "manifest.json"), "--checkpoint", str(tiny / "five.pt"),
                             "--out-dir", str(tiny / "p"), "--device", "cpu"])
@@ -251,27 +253,27 @@ def test_infer_rejects_class_count_mismatch(tiny):
 def test_stale_resume_state_is_ignored_not_fatal(tiny):
     # A state left by a run with other settings (here: another lr) must not be continued, nor stop the stage.
     state = tiny / "dl" / "model.pt.resume"
-    save_checkpoint(state, {"bogus": torch.zeros(1)}, {}, run={"meta": {"lr": 0.5}, "epochs": 1, "seed": 0}, epoch=1)
+    save_checkpoint(state, {"bogus": torch.zeros(1)}, {"kind": "deeplab"}, run={"meta": {"lr": 0.5}, "epochs": 1, "seed": 0}, epoch=1)
     meta = train_deeplab.main(train_argv(tiny, "--gt-labels"))
     assert meta["epoch_losses"] and len(meta["epoch_losses"]) == 1  # trained, not skipped as "already done"
-    assert load_checkpoint(tiny / "dl" / "model.pt")["meta"]["labels"] == "gt"
+    assert load_checkpoint(tiny / "dl" / "model.pt", kind="deeplab")["meta"]["labels"] == "gt"
     assert not state.exists()
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny, monkeypatch):
     argv = train_argv(tiny, "--gt-labels", "--epochs", "2")
     train_deeplab.main(argv)
-    reference = load_checkpoint(tiny / "dl" / "model.pt")["state_dict"]
+    reference = load_checkpoint(tiny / "dl" / "model.pt", kind="deeplab")["state_dict"]
     (tiny / "dl" / "model.pt").unlink()
 
     calls = {"n": 0}
     real_step = train_deeplab.step
 
-    def dies_in_epoch_2(model, batch, device):
+    def dies_in_epoch_2(model, batch):
         calls["n"] += 1
         if calls["n"] > 2:  # 4 images / batch 2 = 2 steps per epoch
             raise KeyboardInterrupt
-        return real_step(model, batch, device)
+        return real_step(model, batch)
 
     monkeypatch.setattr(train_deeplab, "step", dies_in_epoch_2)
     with pytest.raises(KeyboardInterrupt):
@@ -280,7 +282,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny, monkeypatch):
     monkeypatch.setattr(train_deeplab, "step", real_step)
     meta = train_deeplab.main(argv)
     assert len(meta["epoch_losses"]) == 2
-    resumed = load_checkpoint(tiny / "dl" / "model.pt")["state_dict"]
+    resumed = load_checkpoint(tiny / "dl" / "model.pt", kind="deeplab")["state_dict"]
     for key, value in reference.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0, msg=key)
     with open(tiny / "dl" / "log.csv") as f:

@@ -39,7 +39,7 @@ from c2am.io import load_checkpoint
 from c2am.losses import c2am_loss
 from c2am.models.backbone import build_trunk
 from c2am.models.c2am_net import C2AM
-from c2am.stages.train_c2am import c2am_step
+from c2am.losses import c2am_step
 from c2am.training import epoch_generator, fit, make_poly_scheduler, make_sgd, resume_state_path
 
 torch.set_num_threads(1)
@@ -106,19 +106,19 @@ class BNNet(nn.Module):
         return self.head(self.backbone(x))
 
 
-def mse_step(model, batch, device):
+def mse_step(model, batch):
     x, y = batch
     return ((model(x) - y) ** 2).mean()
 
 
-def run_fit(out_dir, tag, loader):
+def run_fit(out_dir, tag, loader, dist):
     torch.manual_seed(3)
     model = BNNet()
     opt = make_sgd(model.backbone, model.head, lr=0.1)
     sched = make_poly_scheduler(opt, 2 * len(loader))
     ckpt = out_dir / f"{tag}.pt"
-    return fit(model, loader, opt, sched, 2, mse_step, ckpt_path=ckpt, state_path=resume_state_path(ckpt),
-               resume=True, device="cpu", amp=False, log_csv=out_dir / f"{tag}.csv", meta={"m": 1}, seed=7,
+    return fit(model, loader, opt, sched, 2, mse_step, dist=dist, ckpt_path=ckpt, state_path=resume_state_path(ckpt),
+               resume=True, amp=False, log_csv=out_dir / f"{tag}.csv", meta={"kind": "c2am", "m": 1}, seed=7,
                desc=tag)
 
 
@@ -138,7 +138,7 @@ def _worker(rank, port, out_dir):
         data = FixedData()
         sampler = DistributedSampler(data, num_replicas=WORLD, rank=rank, shuffle=False, drop_last=True)
         loader = DataLoader(data, batch_size=2, sampler=sampler, drop_last=True, generator=epoch_generator(7, 0))
-        meta = run_fit(out_dir, "ddp", loader)
+        meta = run_fit(out_dir, "ddp", loader, info)
         torch.save({"meta": meta}, out_dir / f"fit_rank{rank}.pt")
     finally:
         distributed.cleanup()
@@ -150,7 +150,7 @@ def c2am_worker_step(info, trunk, out_dir):
     share = per_process_batch(GLOBAL_BATCH, info.world_size)
     local = images[info.rank * share:(info.rank + 1) * share]
     ddp = wrap_ddp(model, info)
-    loss = c2am_step(ALPHA)(ddp, local, info.device)
+    loss = c2am_step(ALPHA)(ddp, local)
     loss.backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
     opt.step()
@@ -273,9 +273,9 @@ def test_worker_converted_batchnorm_keeps_timm_activation(ddp_runs):
 
 def test_ddp_fit_matches_single_process_and_only_rank0_writes(ddp_runs, tmp_path):
     loader = DataLoader(FixedData(), batch_size=4, shuffle=False, drop_last=True, generator=epoch_generator(7, 0))
-    ref_meta = run_fit(tmp_path, "single", loader)
-    ref = load_checkpoint(tmp_path / "single.pt")
-    got = load_checkpoint(ddp_runs / "ddp.pt")
+    ref_meta = run_fit(tmp_path, "single", loader, distributed.single("cpu"))
+    ref = load_checkpoint(tmp_path / "single.pt", kind="c2am")
+    got = load_checkpoint(ddp_runs / "ddp.pt", kind="c2am")
 
     assert got["state_dict"].keys() == ref["state_dict"].keys()  # no "module." prefix
     for name, v in ref["state_dict"].items():
@@ -325,7 +325,7 @@ def test_gather_and_wrap_are_identities_in_one_process():
     x = torch.rand(3, 4, requires_grad=True)
     assert gather_with_grad(x) is x
     net = BNNet()
-    assert wrap_ddp(net, distributed.current("cpu")) is net
+    assert wrap_ddp(net, distributed.single("cpu")) is net
     assert isinstance(net.backbone[1], nn.BatchNorm2d) and not isinstance(net.backbone[1], DistBatchNorm)
 
 

@@ -11,7 +11,7 @@ import pytest
 from c2am.data.voc import Manifest
 from c2am.io import InputError, save_jpeg, save_label_png
 from c2am.stages import evaluate
-from c2am.stages.evaluate import format_scores, score_folder, scores_dict
+from c2am.scoring import format_scores, score_folder, scores_dict
 
 CLASSES = ["background", "cat", "dog", "bird"]  # "bird" appears in neither GT nor prediction
 # Same pixels as the hand case in test_metrics, split over two images of different heights.
@@ -93,7 +93,7 @@ def test_prediction_of_wrong_size_is_named(tree):
 def test_prediction_with_unknown_label_is_named(tree):
     _, manifest, pred_dir = tree
     save_label_png(pred_dir / "b.png", np.full((1, 4), 9, np.uint8))
-    with pytest.raises(InputError, match=r"b\.png: prediction holds label 9"):
+    with pytest.raises(InputError, match=r"b\.png: prediction holds class index 9"):
         score_folder(manifest, "val", pred_dir)
 
 

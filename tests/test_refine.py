@@ -9,7 +9,7 @@ from c2am.data.voc import Manifest
 from c2am.io import InputError, load_label_png, save_gray_png, save_jpeg, save_label_png, save_npz
 from c2am.refine import background_from_cue, refine_labels, refine_sweep, tau_grid
 from c2am.stages import crf_labels, eval_pseudo, refine_cams
-from c2am.stages.crf_labels import crf_present_labels, mark_disagreement
+from c2am.crf import crf_present_labels, mark_disagreement
 
 # Two classes (indices 2 and 5) over four pixels:
 #   p0: cue background, CAMs 0.9 / 0.2       -> stays background although a CAM is high

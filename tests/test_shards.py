@@ -15,12 +15,11 @@ import pytest
 
 from c2am.io import InputError, save_json
 from c2am.shards import gather_dirs, parse_shard, select_shard, shard_bounds
-from c2am.stages.extract_cues import check_record, merge_records
 from tests.test_pipeline import tiny
 from tests.test_workflow import STAGE_RULES, job_counts, snakemake, write_config
 
-SHARD_RULES = {"gather_shards", "cue_threshold", "gather_cues"}
-# Per-image outputs (folders, and the cue record) that must not depend on the shard count.
+SHARD_RULES = {"gather_shards"}
+# Per-image outputs that must not depend on the shard count.
 PER_IMAGE = [
     "artifacts/c2am/maps", "artifacts/c2am/cues", "artifacts/classifier/cams", "artifacts/pseudo/cam_cues",
     "artifacts/pseudo/cam_fixed_tau", "artifacts/pseudo/cam_cues_crf", "artifacts/deeplab/cam_cues_crf/pred_val",
@@ -107,31 +106,6 @@ def test_gather_refuses_incomplete_or_overlapping_shards(tmp_path, groups, messa
     assert not (tmp_path / "out").exists()
 
 
-# ----------------------------------------------------------------------------- cue-threshold records
-
-
-def test_shard_records_merge_into_the_unsharded_record(tmp_path):
-    base = {"method": "otsu3", "threshold": 0.5, "bins": 256, "maps": 3, "crf": {"iters": 2}}
-    paths = []
-    for k, part in enumerate([[["a", 0.25], ["b", 0.5]], [["c", 0.125]]], 1):
-        paths.append(tmp_path / f"{k}.json")
-        save_json(paths[-1], {**base, "cue_foreground": part})
-    merged = merge_records(paths, ["a", "b", "c"])
-    assert merged == {**base, "mean_cue_foreground": 0.875 / 3}
-    assert list(merged) == ["method", "threshold", "bins", "maps", "crf", "mean_cue_foreground"]
-    with pytest.raises(InputError, match="out of order"):
-        merge_records(paths[::-1], ["a", "b", "c"])
-
-
-def test_a_threshold_record_must_match_the_threshold_flag():
-    record = {"method": "otsu", "threshold": 0.4, "bins": 256, "maps": 5}
-    assert check_record(record, "otsu", "t.json") == record
-    with pytest.raises(InputError, match="t.json"):
-        check_record(record, "otsu3", "t.json")
-    with pytest.raises(InputError, match="does not match"):
-        check_record({"method": "fixed", "threshold": 0.3, "bins": None, "maps": 5}, 0.4, "t.json")
-
-
 # ----------------------------------------------------------------------------- the DAG
 
 
@@ -140,11 +114,12 @@ def test_sharded_dry_run_scatters_the_per_image_stages(tmp_path):
     result = snakemake("-n", "results/voc_miou.txt", "--configfile", str(config), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert set(counts) == STAGE_RULES | SHARD_RULES
+    assert set(counts) == STAGE_RULES | {"cue_threshold"} | SHARD_RULES
     for rule in ("infer_c2am", "extract_cues", "infer_cam", "refine_cams", "crf_labels", "infer_deeplab"):
         assert counts[rule] == 3, rule
-    # one gather per sharded folder this target needs: maps, CAMs, refined labels, their CRF, DeepLab predictions
-    assert counts["gather_shards"] == 5 and counts["cue_threshold"] == 1 and counts["gather_cues"] == 1
+    # one gather per sharded folder this target needs: maps, cues, CAMs, refined labels, their CRF, DeepLab
+    # predictions; the cue threshold is computed once over the gathered maps
+    assert counts["gather_shards"] == 6 and counts["cue_threshold"] == 1
     assert counts["train_c2am"] == 1 and counts["evaluate"] == 1
 
 
@@ -175,7 +150,7 @@ def test_three_shards_give_the_same_bytes_as_one(tmp_path_factory):
     assert step1.returncode == 0, step1.stderr[-4000:]
     ran = set(job_counts(step1.stdout + step1.stderr))  # a real run logs to stderr
     assert not ran & {"prepare_dataset", "train_c2am", "train_classifier"}, ran
-    assert {"gather_shards", "cue_threshold", "gather_cues"} <= ran
+    assert {"gather_shards", "cue_threshold"} <= ran
     for rel in TRAINED[-2:]:
         os.utime(work3 / rel)
     step2 = snakemake("--cores", "2", PER_IMAGE[-1], "--configfile", str(config), cwd=work3)

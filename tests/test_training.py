@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from c2am.distributed import single
 from c2am.io import load_checkpoint
 from c2am.training import (
     epoch_generator,
@@ -14,6 +15,8 @@ from c2am.training import (
     make_sgd,
     poly_lr_lambda,
 )
+
+CPU = single("cpu")
 
 torch.set_num_threads(1)
 
@@ -140,9 +143,9 @@ class NoisyDataset(Dataset):
         return x, self.y[i]
 
 
-def mse_step(model, batch, device):
+def mse_step(model, batch):
     x, y = batch
-    assert x.device == device
+    assert x.device == CPU.device
     return ((model(x) - y) ** 2).mean()
 
 
@@ -156,15 +159,15 @@ def _setup(tmp_path, epochs=3, num_workers=0, tag="run"):
     opt = make_sgd(model.backbone, model.head, lr=0.05)
     sched = make_poly_scheduler(opt, total_steps=epochs * len(loader))
     paths = dict(
-        ckpt_path=tmp_path / f"{tag}.pt", state_path=tmp_path / f"{tag}.state.pt", log_csv=tmp_path / f"{tag}.csv"
+        ckpt_path=tmp_path / f"{tag}.pt", state_path=tmp_path / f"{tag}.pt.resume", log_csv=tmp_path / f"{tag}.csv"
     )
     return model, loader, opt, sched, paths
 
 
 def _fit(model, loader, opt, sched, paths, epochs, resume=False, on_epoch_end=None, meta=None):
     return fit(
-        model, loader, opt, sched, epochs, mse_step, resume=resume, device=torch.device("cpu"), amp=True,
-        meta=meta or {"lr": 0.05}, seed=7, on_epoch_end=on_epoch_end, **paths,
+        model, loader, opt, sched, epochs, mse_step, dist=CPU, resume=resume, amp=True,
+        meta=meta or {"kind": "c2am", "lr": 0.05}, seed=7, on_epoch_end=on_epoch_end, **paths,
     )
 
 
@@ -190,7 +193,7 @@ def _read_csv(path):
 def test_resume_is_bit_identical(tmp_path, num_workers):
     model, loader, opt, sched, paths = _setup(tmp_path, num_workers=num_workers, tag="full")
     full_meta = _fit(model, loader, opt, sched, paths, 3, on_epoch_end=_kill_after(99))
-    full = load_checkpoint(paths["ckpt_path"])
+    full = load_checkpoint(paths["ckpt_path"], kind="c2am")
     assert not paths["state_path"].exists()  # resume state removed at the end
 
     # interrupted run: killed in epoch 2 (state of epoch 1 on disk), then resumed in a fresh "process"
@@ -198,11 +201,11 @@ def test_resume_is_bit_identical(tmp_path, num_workers):
     with pytest.raises(Interrupt):
         _fit(model, loader, opt, sched, paths, 3, on_epoch_end=_kill_after(1))
     assert paths["state_path"].exists() and not paths["ckpt_path"].exists()
-    assert load_checkpoint(paths["state_path"])["epoch"] == 1
+    assert load_checkpoint(paths["state_path"], kind="c2am")["epoch"] == 1
     torch.manual_seed(999)  # a different global RNG state must not matter
     model, loader, opt, sched, paths = _setup(tmp_path, num_workers=num_workers, tag="resumed")
     resumed_meta = _fit(model, loader, opt, sched, paths, 3, resume=True, on_epoch_end=_kill_after(99))
-    resumed = load_checkpoint(paths["ckpt_path"])
+    resumed = load_checkpoint(paths["ckpt_path"], kind="c2am")
 
     assert full["state_dict"].keys() == resumed["state_dict"].keys()
     for k, v in full["state_dict"].items():
@@ -229,11 +232,11 @@ def test_different_seed_or_no_reseed_differs(tmp_path):
     """Guards the test above: the epochs really do draw randomness (else identity would be trivial)."""
     model, loader, opt, sched, paths = _setup(tmp_path, tag="a")
     _fit(model, loader, opt, sched, paths, 2)
-    a = load_checkpoint(paths["ckpt_path"])["state_dict"]
+    a = load_checkpoint(paths["ckpt_path"], kind="c2am")["state_dict"]
     model, loader, opt, sched, paths = _setup(tmp_path, tag="b")
-    fit(model, loader, opt, sched, 2, mse_step, resume=False, device="cpu", amp=False, meta={"lr": 0.05},
-        seed=8, **paths)
-    b = load_checkpoint(paths["ckpt_path"])["state_dict"]
+    fit(model, loader, opt, sched, 2, mse_step, dist=CPU, resume=False, amp=False,
+        meta={"kind": "c2am", "lr": 0.05}, seed=8, **paths)
+    b = load_checkpoint(paths["ckpt_path"], kind="c2am")["state_dict"]
     assert not torch.equal(a["head.1.weight"], b["head.1.weight"])
 
 
@@ -251,7 +254,7 @@ def test_resume_with_changed_settings_starts_fresh(tmp_path, caplog):
         _fit(model, loader, opt, sched, paths, 3, on_epoch_end=_kill_after(1))
     model, loader, opt, sched, paths = _setup(tmp_path)
     with caplog.at_level("WARNING"):
-        _fit(model, loader, opt, sched, paths, 3, resume=True, meta={"lr": 0.1})
+        _fit(model, loader, opt, sched, paths, 3, resume=True, meta={"kind": "c2am", "lr": 0.1})
     assert "different settings" in caplog.text and "lr" in caplog.text
     rows = _read_csv(paths["log_csv"])
     assert rows[1][0] == "1" and len(rows) == 1 + 3 * 3  # all three epochs retrained from the start
@@ -260,11 +263,12 @@ def test_resume_with_changed_settings_starts_fresh(tmp_path, caplog):
 def test_non_finite_loss_raises(tmp_path):
     model, loader, opt, sched, paths = _setup(tmp_path, epochs=1)
 
-    def bad_step(model, batch, device):
+    def bad_step(model, batch):
         return model(batch[0]).mean() * float("nan")
 
     with pytest.raises(FloatingPointError, match="epoch 1"):
-        fit(model, loader, opt, sched, 1, bad_step, resume=False, device="cpu", amp=False, meta={}, seed=0, **paths)
+        fit(model, loader, opt, sched, 1, bad_step, dist=CPU, resume=False, amp=False, meta={"kind": "c2am"}, seed=0,
+            **paths)
 
 
 def test_epoch_generator_depends_on_seed_and_epoch():

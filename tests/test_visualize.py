@@ -9,7 +9,8 @@ from PIL import Image
 
 from c2am.data.voc import Manifest, build_manifest
 from c2am.io import InputError, save_gray_png, save_jpeg, save_json, save_label_png, save_npy, save_npz
-from c2am.stages import summary, visualize
+from c2am import artifacts, figures, summary
+from c2am.stages import visualize
 
 CLASSES = ["background", "disc", "square", "cross"]
 ROLES = {"train": "train_aug", "pseudo_eval": "train", "val": "val"}
@@ -148,7 +149,7 @@ def test_train_rows_show_the_right_panels(fake_run):
     (row,) = visualize.train_rows(manifest, ["img01"], ns)
     assert len(row) == len(visualize.TRAIN_COLUMNS)
     gt = manifest.load_mask("img01")
-    assert np.array_equal(row[1][0], visualize.colorize(gt))
+    assert np.array_equal(row[1][0], figures.colorize(gt))
     # img01 holds class 2 (90 px) and class 3 (24 px): the CAM column shows class 2, named in the corner
     assert row[2][1] == "square"
     cue = row[4][0]
@@ -158,7 +159,7 @@ def test_train_rows_show_the_right_panels(fake_run):
 def test_missing_artifact_names_the_file(fake_run):
     work, args = fake_run
     (args["--cues-dir"] / "img02.png").unlink()
-    with pytest.raises(InputError, match=r"cues/img02\.png: file not found"):
+    with pytest.raises(InputError, match=r"cues/img02\.png: label image not found"):
         visualize.main(argv_of(args) + ["--n-train", "6"])
 
 
@@ -166,39 +167,39 @@ def test_bad_boxes_json_is_rejected(fake_run):
     work, args = fake_run
     save_json(args["--boxes-json"], {"img00": [1, 2, 3]})
     with pytest.raises(InputError, match="box of img00"):
-        visualize.load_boxes(args["--boxes-json"])
+        artifacts.load_boxes(args["--boxes-json"])
 
 
 def test_sample_is_seeded_sorted_and_capped():
     ids = [f"{i:03d}" for i in range(50)]
-    a = visualize.sample_ids(ids, 5, seed=3)
-    assert a == visualize.sample_ids(ids, 5, seed=3) == sorted(a) and len(set(a)) == 5
-    assert a != visualize.sample_ids(ids, 5, seed=4)
-    assert visualize.sample_ids(ids[:3], 5, seed=0) == ids[:3]
+    a = figures.sample_ids(ids, 5, seed=3)
+    assert a == figures.sample_ids(ids, 5, seed=3) == sorted(a) and len(set(a)) == 5
+    assert a != figures.sample_ids(ids, 5, seed=4)
+    assert figures.sample_ids(ids[:3], 5, seed=0) == ids[:3]
 
 
 def test_colors_and_overlays_by_hand():
     label = np.array([[0, 1], [2, 255]], np.uint8)
-    rgb = visualize.colorize(label)
+    rgb = figures.colorize(label)
     assert rgb.tolist() == [[[0, 0, 0], [128, 0, 0]], [[0, 128, 0], [224, 224, 192]]]
     image = np.full((1, 2, 3), 100, np.uint8)
-    heat = visualize.heat_overlay(image, np.array([[0.0, 1.0]]))
+    heat = figures.heat_overlay(image, np.array([[0.0, 1.0]]))
     # jet(0) = dark blue (0, 0, 0.5), jet(1) = dark red (0.5, 0, 0); half image (100/255), half colour
     assert heat[0, 0].tolist() == [int((0.5 * 100 / 255) * 255), int((0.5 * 100 / 255) * 255),
                                    int((0.5 * 100 / 255 + 0.25) * 255)]
     assert heat[0, 1, 0] > heat[0, 1, 2]
     gt = np.array([[1, 1, 255]], np.uint8)
     pred = np.array([[1, 2, 0]], np.uint8)
-    err = visualize.error_overlay(np.full((1, 3, 3), 200, np.uint8), gt, pred)
+    err = figures.error_overlay(np.full((1, 3, 3), 200, np.uint8), gt, pred)
     assert err[0, 0].tolist() == [80, 80, 80] and err[0, 1].tolist() == [230, 25, 25] and err[0, 2].tolist() == [80] * 3
 
 
 def test_top_class_and_moving_average_by_hand():
     gt = np.array([[1, 2, 2], [2, 3, 255]], np.uint8)
-    assert visualize.top_class(np.array([1, 2, 3]), gt) == 1
-    assert visualize.top_class(np.array([3, 1]), gt) == 0  # a tie: the first
-    assert visualize.top_class(np.array([], np.int64), gt) is None
-    ma = visualize.moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2)
+    assert figures.top_class(np.array([1, 2, 3]), gt) == 1
+    assert figures.top_class(np.array([3, 1]), gt) == 0  # a tie: the first
+    assert figures.top_class(np.array([], np.int64), gt) is None
+    ma = figures.moving_average(np.array([1.0, 3.0, 5.0, 7.0]), 2)
     assert ma.tolist() == [1.0, 2.0, 4.0, 6.0]
 
 
@@ -206,7 +207,7 @@ def test_train_log_without_loss_column_is_rejected(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("epoch,step,lr\n1,1,0.1\n")
     with pytest.raises(InputError, match="lacks column"):
-        visualize.read_train_log(path)
+        figures.read_train_log(path)
 
 
 # ----------------------------------------------------------------------------- summary

@@ -15,7 +15,8 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from c2am.data.voc import IGNORE, Manifest
+from c2am.artifacts import IGNORE
+from c2am.data.voc import Manifest
 
 
 def to_image_tensor(image: np.ndarray) -> tv_tensors.Image:
@@ -52,6 +53,22 @@ def segmentation_train_transform(crop: int, scale_range: tuple[float, float] = (
             _TO_FLOAT,
         ]
     )
+
+
+class UnlabeledImages(Dataset):
+    """Images of a split as float 3xHxW tensors in [0, 1]; deliberately no labels (C2AM is unsupervised)."""
+
+    def __init__(self, manifest: Manifest, split: str, transform):
+        self.manifest = manifest
+        self.ids = manifest.ids(split)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = self.transform(to_image_tensor(self.manifest.load_image(self.ids[index])))
+        return image.as_subclass(torch.Tensor)
 
 
 class ClassificationDataset(Dataset):

@@ -46,13 +46,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from c2am.artifacts import IGNORE
 from c2am.io import InputError, save_jpeg, save_label_png, save_text
 
 log = logging.getLogger(__name__)
 
 ID_PREFIX = "syn_"
 VAL_ID_OFFSET = 500_000  # validation ids start here, so train and val never share a number
-IGNORE = 255
 MIN_CLASSES, MAX_CLASSES = 3, 21  # including background
 MIN_IMAGE_SIZE = 32
 

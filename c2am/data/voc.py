@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from c2am.artifacts import check_labels
 from c2am.io import InputError, load_image, load_json, load_label_png, save_json
 
-IGNORE = 255
 SPLIT_ROLES = ("train", "pseudo_eval", "val")
 
 
@@ -46,20 +46,6 @@ def image_size(path: Path) -> tuple[int, int]:
     except OSError as e:
         raise InputError(f"{path}: corrupt or unreadable image ({e})") from None
     return h, w
-
-
-def check_mask(mask: np.ndarray, path: Path, size: tuple[int, int], num_classes: int) -> None:
-    """A mask must match its image's size and hold only class indices or 255."""
-    if mask.shape != tuple(size):
-        raise InputError(
-            f"{path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image's {size[1]}x{size[0]}"
-        )
-    values = np.unique(mask)
-    bad = values[(values >= num_classes) & (values != IGNORE)]
-    if bad.size:
-        raise InputError(
-            f"{path}: mask holds class index {int(bad[0])}, outside the class list (0..{num_classes - 1}, 255 = ignore)"
-        )
 
 
 def labels_from_mask(mask: np.ndarray, num_classes: int) -> list[int]:
@@ -146,7 +132,7 @@ class Manifest:
         """GT mask (or, with ``mask_dir``, a label PNG of the same id), validated against its image."""
         path = self.mask_path(image_id, mask_dir)
         mask = load_label_png(path)
-        check_mask(mask, path, image_size(self.image_path(image_id)), self.num_classes)
+        check_labels(mask, path, image_size(self.image_path(image_id)), self.num_classes)
         return mask
 
     def image_labels(self, split: str) -> dict[str, list[int]]:
@@ -210,6 +196,6 @@ def build_manifest(
         image = m.load_image(image_id)  # decodes: a corrupt JPEG fails here, naming its path
         path = m.mask_path(image_id)
         mask = load_label_png(path)
-        check_mask(mask, path, image.shape[:2], m.num_classes)
+        check_labels(mask, path, image.shape[:2], m.num_classes)
         m.labels[image_id] = labels_from_mask(mask, m.num_classes)
     return m

@@ -1,4 +1,4 @@
-"""C2AM network: a trunk plus a one-channel activation head (DESIGN.md section 3).
+"""C2AM network: a trunk plus a one-channel activation head (docs/method.md §3).
 
 Z = concat(f3, f4) (both at output stride 16), P = sigmoid(BN(conv3x3(Z))), and per image
 v_f = mean_p P(p) Z(p), v_b = mean_p (1 - P(p)) Z(p). Which side P marks is learned up to a flip;
@@ -10,6 +10,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from c2am.io import InputError, load_checkpoint, load_state_strict
+from c2am.models.backbone import build_trunk
 
 
 class C2AM(nn.Module):
@@ -97,3 +100,15 @@ def decide_inverted(border_value: float, polarity: str = "auto") -> bool:
     if polarity != "auto":
         raise ValueError(f"polarity must be auto, normal or inverted, got {polarity!r}")
     return bool(border_value > 0.5)
+
+
+def load_c2am(path, device) -> tuple[C2AM, bool]:
+    """A trained C2AM in eval mode on ``device`` (trunk built without weights: they come from the checkpoint)
+    and its polarity flag ``inverted``."""
+    ckpt = load_checkpoint(path, kind="c2am")
+    meta = ckpt["meta"]
+    if not isinstance(meta.get("inverted"), bool):
+        raise InputError(f"{path}: checkpoint meta has no boolean 'inverted' polarity flag")
+    model = C2AM(build_trunk(meta["backbone"], "none"))
+    load_state_strict(model, ckpt["state_dict"], path)
+    return model.to(device).eval(), meta["inverted"]

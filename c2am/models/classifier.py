@@ -1,4 +1,4 @@
-"""Multi-label classifier for class activation maps (the IRN / PuzzleCAM recipe, DESIGN.md section 3).
+"""Multi-label classifier for class activation maps (the IRN / PuzzleCAM recipe, docs/method.md §5).
 
 trunk (output stride 16) -> last-stage features f4 -> global average pooling -> 1x1 conv (no bias) to the
 C-1 foreground classes. Only f4 is used (no f3 concatenation): the CAM of class c is then exactly the
@@ -7,10 +7,12 @@ per-position term of the pooled logit, ``logit_c = mean_p conv_c(f4)(p)``.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from c2am.io import InputError, load_checkpoint, load_state_strict
 from c2am.models.backbone import Trunk, build_trunk
 
 
@@ -49,3 +51,38 @@ class Classifier(nn.Module):
 def build_classifier(backbone: str, weights: str, num_foreground: int) -> Classifier:
     """Classifier on ``build_trunk(backbone, weights)``; use weights 'none' when a checkpoint follows."""
     return Classifier(build_trunk(backbone, weights), num_foreground)
+
+
+def load_classifier(path, classes: list[str], device) -> Classifier:
+    """A trained classifier in eval mode on ``device``; it must have been trained on ``classes`` (the manifest's)."""
+    ckpt = load_checkpoint(path, kind="classifier")
+    meta = ckpt["meta"]
+    if list(meta.get("classes", [])) != list(classes):
+        raise InputError(f"{path}: trained on classes {meta.get('classes')}, the dataset has {list(classes)}")
+    model = build_classifier(meta["backbone"], "none", int(meta["num_foreground"]))
+    load_state_strict(model, ckpt["state_dict"], path)
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def predict_scores(model: Classifier, manifest, split: str, device, batch_size: int, amp: bool):
+    """(sigmoid scores, multi-hot targets), N x K numpy arrays each, single scale on whole images."""
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from c2am.data.datasets import ClassificationDataset
+    from c2am.data.voc import image_size
+    from c2am.training import autocast
+
+    model.to(device).eval()
+    ds = ClassificationDataset(manifest, split)
+    same_size = len({image_size(manifest.image_path(i)) for i in ds.ids}) == 1
+    # Whole images of different sizes (real VOC) cannot be stacked: one at a time then.
+    loader = DataLoader(ds, batch_size=batch_size if same_size else 1, shuffle=False)
+    scores, targets = [], []
+    for images, y in tqdm(loader, desc=f"score {split}", leave=False):
+        with autocast(device, amp):
+            logits = model(images.to(device))
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+        targets.append(y.numpy())
+    return np.concatenate(scores), np.concatenate(targets)

@@ -1,4 +1,4 @@
-"""The final segmentation network (DESIGN.md section 3 "Final network"), built from torchvision parts.
+"""The final segmentation network (docs/method.md §6), built from torchvision parts.
 
 ``build_deeplab(model, num_classes, weights_backbone)`` returns a :class:`SegmentationNet`: it takes images
 in [0, 1] (Bx3xHxW, not normalized) and returns class logits at the input size (BxCxHxW).
@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c2am.io import InputError
+from c2am.artifacts import IGNORE
+from c2am.io import InputError, load_checkpoint, load_state_strict
 from c2am.models.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -35,7 +36,6 @@ from c2am.models.backbone import (
 log = logging.getLogger(__name__)
 
 MODEL_NAMES = ("lite0_deeplabhead", "deeplabv3_resnet50", "deeplabv3_resnet101")
-IGNORE = 255
 # DeepLabv3 ASPP rates for output stride 16 (the Lite0 trunk's stride).
 LITE0_ASPP_RATES = (6, 12, 18)
 
@@ -123,3 +123,15 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     total = F.cross_entropy(logits.float(), target, ignore_index=IGNORE, reduction="sum")
     count = (target != IGNORE).sum().clamp(min=1)
     return total / count
+
+
+def load_deeplab(path, num_classes: int, device) -> SegmentationNet:
+    """A trained segmentation network in eval mode on ``device`` (no backbone weights needed); it must predict
+    ``num_classes`` classes (the manifest's)."""
+    ckpt = load_checkpoint(path, kind="deeplab")
+    meta = ckpt["meta"]
+    if int(meta.get("num_classes", -1)) != num_classes:
+        raise InputError(f"{path}: trained for {meta.get('num_classes')} classes, the manifest has {num_classes}")
+    model = build_deeplab(meta["arch"], num_classes, "none")
+    load_state_strict(model, ckpt["state_dict"], path)
+    return model.to(device).eval()

@@ -4,7 +4,7 @@ Box of an image = bounding box of the largest 8-connected region of map > tau, a
 pixel coordinates [x1, y1, x2, y2] (null when no pixel exceeds tau; such an image counts as a miss).
 GT-known localisation = share of images whose box has IoU >= 0.5 with any GT box (Annotations XML).
 ``--tau otsu`` / ``otsu3`` take the two- / three-class Otsu threshold over the split's pooled map histogram
-(no GT), as extract_cues does (see there for why three classes suit upsampled stride-16 maps).
+(no GT; c2am.thresholds, docs/method.md §4).
 A tau sweep follows in the text report, labelled oracle: it is chosen on the scored split.
 """
 
@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from c2am import defaults
+from c2am.artifacts import load_map, require_files, save_boxes
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage, save_json, save_text, set_threads
-from c2am.metrics import box_iou, largest_component_box
+from c2am.io import InputError, run_stage, save_text, set_threads
+from c2am.metrics import box_hit, largest_component_box
 from c2am.parallel import map_items
-from c2am.stages.extract_cues import dataset_otsu, load_map, map_paths_for, parse_threshold
+from c2am.thresholds import DATASET_METHODS, parse_threshold, resolve_threshold
 
 log = logging.getLogger("c2am.c2am_boxes")
 
-IOU_HIT = 0.5
 SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
@@ -35,18 +36,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--maps-dir", required=True)
-    p.add_argument("--tau", default="otsu", help="otsu / otsu3 (from the maps, no GT) or a number in (0, 1)")
+    p.add_argument("--tau", help="otsu / otsu3 (from the maps, no GT) or a number in (0, 1)")
     p.add_argument("--out-json", required=True, help="image id -> [x1, y1, x2, y2] or null")
     p.add_argument("--out-txt", required=True, help="report; first line gt_known_loc: 0.xxxx")
     p.add_argument("--threads", type=int, default=1)
+    defaults.apply(p, "c2am.boxes")
     args = p.parse_args(argv)
-    args.tau = parse_threshold(args.tau, "--tau", methods=("otsu", "otsu3"))
+    args.tau = parse_threshold(str(args.tau), "--tau", methods=DATASET_METHODS)
     return args
-
-
-def box_hit(box: list[int] | None, gt_boxes: list[list[int]]) -> bool:
-    """GT-known hit: the box overlaps some GT box with IoU >= 0.5 (no box is a miss)."""
-    return box is not None and any(box_iou(box, g) >= IOU_HIT for g in gt_boxes)
 
 
 def boxes_for_image(image_id: str, manifest: Manifest, maps_dir: Path, taus: tuple[float, ...]) -> dict:
@@ -77,11 +74,8 @@ def main(argv=None) -> dict:
     manifest = Manifest.load(args.manifest)
     maps_dir = Path(args.maps_dir)
     ids = manifest.ids(args.split)
-    paths = map_paths_for(manifest, args.split, maps_dir)
-    if args.tau in ("otsu", "otsu3"):
-        tau, method = dataset_otsu(paths, args.threads, classes=3 if args.tau == "otsu3" else 2), args.tau
-    else:
-        tau, method = float(args.tau), "fixed"
+    record = resolve_threshold(args.tau, require_files(maps_dir, ids, ".npy", "map"), args.threads)
+    tau, method = record["threshold"], record["method"]
     taus = (tau,) + SWEEP
     fn = partial(boxes_for_image, manifest=manifest, maps_dir=maps_dir, taus=taus)
     results = map_items(fn, ids, threads=args.threads, desc="c2am boxes")
@@ -89,7 +83,7 @@ def main(argv=None) -> dict:
     acc = float(np.mean([r["hits"][0] for r in results]))
     sweep = {t: float(np.mean([r["hits"][k + 1] for r in results])) for k, t in enumerate(SWEEP)}
     empty = sum(b is None for b in boxes.values())
-    save_json(args.out_json, boxes)
+    save_boxes(args.out_json, boxes)
     text = format_report(acc, tau, method, len(ids), empty, sweep)
     save_text(args.out_txt, text)
     sys.stderr.write(text)

@@ -21,25 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from c2am.data.voc import Manifest
-from c2am.io import (
-    InputError,
-    load_json,
-    load_label_png,
-    run_stage,
-    save_text,
-    set_threads,
-)
+from c2am import defaults
+from c2am.artifacts import load_cue, load_map
 from c2am.crf import add_crf_args, crf_args
+from c2am.cues import cue_for_image
+from c2am.data.voc import Manifest
+from c2am.io import load_json, run_stage, save_json, save_text, set_threads
 from c2am.metrics import BinaryAUC, BinaryIoU
 from c2am.parallel import map_items
-from c2am.stages.extract_cues import (
-    cue_for_image,
-    image_threshold,
-    load_map,
-    map_histogram,
-    otsu_from_histogram,
-)
+from c2am.thresholds import check_record, image_threshold, map_histogram, otsu_from_histogram
 
 log = logging.getLogger("c2am.eval_c2am")
 
@@ -55,24 +45,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--maps-dir", required=True)
     p.add_argument("--cues-dir", required=True)
     p.add_argument("--threshold-json", required=True, help="threshold record written by extract_cues")
-    p.add_argument("--fixed-threshold", type=float, default=0.3, help="the paper's fixed t, reported beside")
+    p.add_argument("--fixed-threshold", type=float, help="the paper's fixed t, reported beside")
     p.add_argument("--oracle-cues", action=argparse.BooleanOptionalAction, default=False,
                    help="also run the CRF at the oracle map threshold (one more CRF pass)")
     p.add_argument("--out", required=True, help="text report")
     p.add_argument("--out-json", default=None, help="optional: the same figures as JSON")
     add_crf_args(p)
     p.add_argument("--threads", type=int, default=1)
+    defaults.apply(p, "c2am.cues", exclude=("threshold",))
     return p.parse_args(argv)
-
-
-def load_cue(path: Path, size: tuple[int, int]) -> np.ndarray:
-    cue = load_label_png(path)
-    if cue.shape != tuple(size):
-        raise InputError(f"{path}: cue size {cue.shape} differs from its image's {tuple(size)}")
-    values = np.unique(cue)
-    if not set(values.tolist()) <= {0, 255}:
-        raise InputError(f"{path}: a cue holds only 0 and 255, found {values[:5].tolist()}")
-    return cue == 255
 
 
 def score_image(image_id: str, manifest: Manifest, maps_dir: Path, cues_dir: Path, record: dict,
@@ -142,9 +123,7 @@ def main(argv=None) -> dict:
     set_threads(args.threads)
     manifest = Manifest.load(args.manifest)
     maps_dir, cues_dir = Path(args.maps_dir), Path(args.cues_dir)
-    record = load_json(args.threshold_json)
-    if record.get("method") not in ("otsu", "otsu3", "otsu_image", "fixed"):
-        raise InputError(f"{args.threshold_json}: unknown threshold method {record.get('method')!r}")
+    record = check_record(load_json(args.threshold_json), args.threshold_json)
     ids = manifest.ids(args.split)
     crf = crf_args(args)
 
@@ -177,8 +156,6 @@ def main(argv=None) -> dict:
     text = format_report(scores)
     save_text(args.out, text)
     if args.out_json:
-        from c2am.io import save_json
-
         save_json(args.out_json, scores)
     sys.stderr.write(text)
     return scores

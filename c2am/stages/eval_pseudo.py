@@ -6,8 +6,7 @@ Variants, in the order of the text report (``<name>: <mIoU percent, 2 decimals>`
   the CAMs. The tau is chosen on the scored split's GT, so this is an ORACLE-TUNED baseline, as in the
   literature; the line carries ``(tau=0.xx)`` and the JSON says ``oracle_tuned: true``.
 - ``cam_fixed_tau``: the same at the configured ``--fixed-tau`` (no GT involved).
-- one line per ``--variant name=DIR`` (label PNGs, scored with c2am.stages.evaluate.score_folder), in the order
-  given.
+- one line per ``--variant name=DIR`` (label PNGs, scored with c2am.scoring.score_folder), in the order given.
 
 The JSON holds each variant's per-class IoU and confusion counts and the whole sweep (tau -> mIoU).
 """
@@ -21,17 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from c2am import defaults
 from c2am.data.voc import Manifest
 from c2am.io import InputError, run_stage, save_json, save_text, set_threads
-from c2am.metrics import ConfusionMatrix
-from c2am.parallel import map_items
-from c2am.refine import refine_sweep, tau_grid
-from c2am.stages.evaluate import score_folder, scores_dict
-from c2am.stages.refine_cams import load_cams
+from c2am.refine import tau_grid
+from c2am.scoring import score_folder, scores_dict, sweep_confusions
 
 log = logging.getLogger("c2am.eval_pseudo")
 
-CHUNK_IMAGES = 16  # images per worker task: the manifest is pickled once per task
 RESERVED = ("cam_best_tau", "cam_fixed_tau")
 
 
@@ -49,47 +45,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="pseudo_eval")
     p.add_argument("--cams-dir", type=Path, required=True, help="<id>.npz from infer_cam (must cover the split)")
-    p.add_argument("--tau-sweep", type=float, nargs=3, default=[0.05, 0.75, 0.05], metavar=("START", "STOP", "STEP"))
-    p.add_argument("--fixed-tau", type=float, default=0.15)
+    p.add_argument("--tau-sweep", type=float, nargs=3, metavar=("START", "STOP", "STEP"))
+    p.add_argument("--fixed-tau", type=float)
     p.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="NAME=DIR",
                    help="a folder of label PNGs to score; repeatable, reported in this order")
     p.add_argument("--out-txt", type=Path, required=True)
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
+    defaults.apply(p, "refine", exclude=("tau_sweep",))
+    sweep = defaults.value("refine.tau_sweep")
+    p.set_defaults(tau_sweep=[float(sweep[k]) for k in ("start", "stop", "step")])
     return p.parse_args(argv)
-
-
-def sweep_chunk(task: tuple[Manifest, list[str], str, list[float]]) -> np.ndarray:
-    """Worker: per-tau confusion counts (T x C x C+1) of CAM-only labels for a few images."""
-    manifest, ids, cams_dir, taus = task
-    cms = [ConfusionMatrix(manifest.num_classes) for _ in taus]
-    for image_id in ids:
-        cams, classes = load_cams(Path(cams_dir) / f"{image_id}.npz")
-        gt = manifest.load_mask(image_id)
-        if cams.shape[1:] != gt.shape:
-            raise InputError(
-                f"{Path(cams_dir) / f'{image_id}.npz'}: CAM size {cams.shape[2]}x{cams.shape[1]} differs from "
-                f"the mask's {gt.shape[1]}x{gt.shape[0]}"
-            )
-        for cm, labels in zip(cms, refine_sweep(cams, classes, taus)):
-            cm.update(gt, labels)
-    return np.stack([cm.counts for cm in cms])
-
-
-def sweep_confusions(manifest: Manifest, split: str, cams_dir: Path, taus: list[float], threads: int):
-    """One ConfusionMatrix per tau, over the split."""
-    ids = manifest.ids(split)
-    missing = [i for i in ids if not (cams_dir / f"{i}.npz").is_file()]
-    if missing:
-        raise InputError(f"{cams_dir}: {len(missing)} of {len(ids)} CAM files missing, e.g. {missing[0]}.npz")
-    tasks = [(manifest, ids[i : i + CHUNK_IMAGES], str(cams_dir), taus) for i in range(0, len(ids), CHUNK_IMAGES)]
-    total = sum(map_items(sweep_chunk, tasks, threads=threads, desc="tau sweep"))
-    out = []
-    for counts in total:
-        cm = ConfusionMatrix(manifest.num_classes)
-        cm.counts += counts
-        out.append(cm)
-    return out
 
 
 def best_index(mious: list[float]) -> int:

@@ -11,6 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from c2am import defaults
 from c2am.data.voc import build_manifest
 from c2am.io import InputError, run_stage
 
@@ -23,14 +24,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--kind", choices=["synthetic", "voc"], required=True)
     p.add_argument("--root", type=Path, required=True, help="VOC2012-layout tree (read, or written when synthetic)")
     p.add_argument("--classes", nargs="+", required=True, help="class names, 'background' first")
-    p.add_argument("--splits", nargs=3, metavar=("TRAIN", "PSEUDO_EVAL", "VAL"), default=["train_aug", "train", "val"],
+    p.add_argument("--splits", nargs=3, metavar=("TRAIN", "PSEUDO_EVAL", "VAL"),
                    help="list names (ImageSets/Segmentation/<name>.txt) for the train, pseudo_eval and val roles")
-    p.add_argument("--mask-dir", default="SegmentationClassAug")
-    p.add_argument("--n-train", type=int, default=400)
-    p.add_argument("--n-val", type=int, default=100)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mask-dir")
+    p.add_argument("--n-train", type=int)
+    p.add_argument("--n-val", type=int)
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--seed", type=int)
     p.add_argument("--out", type=Path, required=True, help="manifest JSON to write")
+    defaults.apply(p, "dataset", exclude=("kind", "root", "classes", "splits"))
+    defaults.apply(p, "seed")
+    splits = defaults.value("dataset.splits")
+    p.set_defaults(splits=[splits[role] for role in ("train", "pseudo_eval", "val")])
     return p.parse_args(argv)
 
 

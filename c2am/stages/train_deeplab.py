@@ -7,8 +7,8 @@ image/mask scale jitter, 255-padded crop and flip. The loop (resume, CSV log, AM
 is :func:`c2am.training.fit`.
 
 Multi-GPU: ``torchrun --standalone --nproc_per_node=K -m c2am.stages.train_deeplab ...`` trains with
-DistributedDataParallel and synchronised BatchNorm (see c2am.distributed and the train_c2am docstring);
-``--batch-size`` stays the global batch, split equally over the processes.
+DistributedDataParallel and synchronised BatchNorm (docs/method.md §7); ``--batch-size`` stays the global
+batch, split equally over the processes.
 """
 
 from __future__ import annotations
@@ -18,20 +18,13 @@ import logging
 import sys
 from pathlib import Path
 
-import torch
-from torch.utils.data import DataLoader
-
-from c2am import distributed
+from c2am import defaults, distributed
+from c2am.artifacts import require_files
 from c2am.data.datasets import SegmentationDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import (
-    InputError,
-    run_stage,
-    seed_everything,
-    set_threads,
-)
+from c2am.io import InputError, run_stage, seed_everything, set_threads
 from c2am.models.deeplab import MODEL_NAMES, build_deeplab, segmentation_loss
-from c2am.training import epoch_generator, fit, make_poly_scheduler, make_sgd, resume_state_path
+from c2am.training import fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
 log = logging.getLogger("c2am.train_deeplab")
 
@@ -45,24 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--gt-labels", action="store_true", help="train on the GT masks (fully supervised reference)")
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--log-csv", required=True, help="per-step CSV log (epoch,step,loss,lr)")
-    p.add_argument("--model", default="lite0_deeplabhead", choices=MODEL_NAMES)
-    p.add_argument("--weights-backbone", default="pretrained", help="none, pretrained/imagenet, or a local file")
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=0.01, help="backbone lr (the head gets lr * head-lr-mult)")
-    p.add_argument("--head-lr-mult", type=float, default=10.0)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=1e-4)
-    p.add_argument("--crop", type=int, default=128, help="square training crop (padded with 255 labels)")
-    p.add_argument("--scale-range", type=float, nargs=2, default=(0.7, 1.3), metavar=("LO", "HI"),
+    p.add_argument("--model", dest="arch", choices=MODEL_NAMES)
+    p.add_argument("--weights-backbone", help="none, pretrained/imagenet, or a local file")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="backbone lr (the head gets lr * head-lr-mult)")
+    p.add_argument("--head-lr-mult", type=float)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--crop", type=int, help="square training crop (padded with 255 labels)")
+    p.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="random resize of the image's shorter side, as a fraction of the crop")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the last finished epoch when the settings match")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    defaults.apply(p, "deeplab", exclude=("labels", "train", "infer"), rename={"model": "arch"})
+    defaults.apply(p, "deeplab.train")
+    defaults.apply(p, "seed")
     return p
 
 
@@ -88,8 +84,8 @@ def label_source(args: argparse.Namespace) -> str:
 def run_meta(args: argparse.Namespace, manifest: Manifest) -> dict:
     """Everything that defines the run (plain values): fit ignores a resume state written with other values."""
     return {
-        "stage": "train_deeplab",
-        "model": args.model,
+        "kind": "deeplab",
+        "arch": args.arch,
         "num_classes": manifest.num_classes,
         "classes": list(manifest.classes),
         "weights_backbone": str(args.weights_backbone),
@@ -106,37 +102,16 @@ def run_meta(args: argparse.Namespace, manifest: Manifest) -> dict:
     }
 
 
-def make_loader(args: argparse.Namespace, manifest: Manifest, dist: distributed.DistInfo | None = None) -> DataLoader:
+def make_loader(args: argparse.Namespace, manifest: Manifest, dist: distributed.DistInfo):
     mask_dir = None if args.gt_labels else Path(args.labels_dir)
+    if mask_dir is not None:
+        require_files(mask_dir, manifest.ids(args.split), ".png", "pseudo label")
     transform = segmentation_train_transform(args.crop, tuple(args.scale_range))
     dataset = SegmentationDataset(manifest, args.split, transform=transform, mask_dir=mask_dir)
-    if mask_dir is not None:
-        missing = [i for i in dataset.ids if not manifest.mask_path(i, mask_dir).is_file()]
-        if missing:
-            raise InputError(
-                f"{mask_dir}: {len(missing)} of {len(dataset.ids)} '{args.split}' images have no label PNG "
-                f"(e.g. {missing[0]}.png)"
-            )
-    if len(dataset) < args.batch_size:
-        raise InputError(
-            f"batch_size {args.batch_size}: larger than the '{args.split}' split ({len(dataset)} images)"
-        )
-    dist = dist or distributed.current("cpu")
-    sampler = distributed.train_sampler(dataset, dist, args.seed)
-    # drop_last: a last batch of one image would break BatchNorm in the ASPP pooling branch.
-    return DataLoader(
-        dataset,
-        batch_size=distributed.per_process_batch(args.batch_size, dist.world_size),
-        shuffle=sampler is None,
-        sampler=sampler,
-        drop_last=True,
-        num_workers=args.workers,
-        generator=epoch_generator(args.seed, 0),
-        pin_memory=torch.cuda.is_available(),
-    )
+    return train_loader(dataset, args.batch_size, dist, args.seed, args.workers)
 
 
-def step(model, batch, device) -> torch.Tensor:
+def step(model, batch):
     images, masks = batch
     return segmentation_loss(model(images), masks)
 
@@ -155,13 +130,12 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
     distributed.quiet_non_main(dist)
     set_threads(distributed.threads_per_process(args.threads))
     seed_everything(args.seed)
-    device = dist.device
     manifest = Manifest.load(args.manifest)
     loader = make_loader(args, manifest, dist)
     log.info("train_deeplab: %s on %d '%s' images with %s labels, %d steps/epoch",
-             args.model, len(loader.dataset), args.split, label_source(args), len(loader))
+             args.arch, len(loader.dataset), args.split, label_source(args), len(loader))
 
-    model = build_deeplab(args.model, manifest.num_classes, args.weights_backbone)
+    model = build_deeplab(args.arch, manifest.num_classes, args.weights_backbone)
     backbone, head = model.parameter_groups()
     optimizer = make_sgd(backbone, head, args.lr, args.head_lr_mult, args.momentum, args.weight_decay)
     scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))
@@ -170,8 +144,8 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
     # fit resumes only a state written with the same meta/epochs/seed/steps; any other is logged and ignored.
     return fit(
         model, loader, optimizer, scheduler, args.epochs, step,
-        ckpt_path=out, state_path=resume_state_path(out), resume=args.resume, device=device, amp=args.amp,
-        log_csv=args.log_csv, meta=run_meta(args, manifest), seed=args.seed, desc="deeplab", dist=dist,
+        dist=dist, ckpt_path=out, state_path=resume_state_path(out), resume=args.resume, amp=args.amp,
+        log_csv=args.log_csv, meta=run_meta(args, manifest), seed=args.seed, desc="deeplab",
     )
 
 

@@ -50,17 +50,39 @@ rule infer_c2am:
         " --checkpoint {input.model} --out-dir {output.maps} {params.infer} {params.shard} --threads {threads} 2> {log}"
 
 
+# One threshold over ALL maps of the split, before the per-image (possibly sharded) CRF.
+rule cue_threshold:
+    input:
+        manifest=MANIFEST,
+        maps="artifacts/c2am/maps",
+    output:
+        "artifacts/c2am/cue_threshold.json",
+    params:
+        threshold=flags({"threshold": C2AM["cues"]["threshold"]}),
+    log:
+        "logs/cue_threshold.log",
+    benchmark:
+        "benchmarks/cue_threshold.tsv"
+    threads: rule_threads("cue_threshold")
+    resources:
+        **rule_resources("cue_threshold"),
+    conda:
+        ENV
+    shell:
+        "python -m c2am.stages.cue_threshold --manifest {input.manifest} --split train --maps-dir {input.maps}"
+        " {params.threshold} --out {output} --threads {threads} 2> {log}"
+
+
 rule extract_cues:
     input:
         manifest=MANIFEST,
         maps="artifacts/c2am/maps",
-        **({"threshold": "artifacts/shards/c2am/cue_threshold.json"} if SHARDS > 1 else {}),
+        threshold="artifacts/c2am/cue_threshold.json",
     output:
         cues=directory(sharded("artifacts/c2am/cues")),
-        threshold=sharded("artifacts/c2am/cue_threshold.json"),
     params:
-        cues=flags(C2AM["cues"], exclude=("fixed_threshold",)),
-        shard=lambda w, input: f"--shard {w.scatteritem} --threshold-json {input.threshold}" if SHARDS > 1 else "",
+        crf=flags(C2AM["cues"]["crf"]),
+        shard=shard_flag,
     log:
         f"logs/{shard_name('extract_cues')}.log",
     benchmark:
@@ -72,8 +94,8 @@ rule extract_cues:
         ENV
     shell:
         "python -m c2am.stages.extract_cues --manifest {input.manifest} --split train"
-        " --maps-dir {input.maps} --out-dir {output.cues} --out-threshold {output.threshold}"
-        " {params.cues} {params.shard} --threads {threads} 2> {log}"
+        " --maps-dir {input.maps} --threshold-json {input.threshold} --out-dir {output.cues}"
+        " {params.crf} {params.shard} --threads {threads} 2> {log}"
 
 
 rule eval_c2am:
@@ -85,8 +107,7 @@ rule eval_c2am:
     output:
         report("results/c2am_maps.txt", caption="../report/score_c2am_maps.rst", category="1. C2AM"),
     params:
-        crf=flags(C2AM["cues"]["crf"]),
-        fixed=C2AM["cues"]["fixed_threshold"],
+        cues=flags(C2AM["cues"], exclude=("threshold",)),
     log:
         "logs/eval_c2am.log",
     benchmark:
@@ -99,7 +120,7 @@ rule eval_c2am:
     shell:
         "python -m c2am.stages.eval_c2am --manifest {input.manifest} --split train"
         " --maps-dir {input.maps} --cues-dir {input.cues} --threshold-json {input.threshold}"
-        " --fixed-threshold {params.fixed} {params.crf} --out {output} --threads {threads} 2> {log}"
+        " {params.cues} --out {output} --threads {threads} 2> {log}"
 
 
 rule c2am_boxes:

@@ -43,7 +43,6 @@ rule infer_deeplab:
         pred=directory(sharded("artifacts/deeplab/{labels}/pred_val")),
     params:
         infer=flags(DEEPLAB["infer"]),
-        crf=flags(CRF_LABELS["crf"]),
         shard=shard_flag,
     log:
         f"logs/{shard_name('infer_deeplab_{labels}')}.log",
@@ -56,7 +55,7 @@ rule infer_deeplab:
         ENV
     shell:
         "python -m c2am.stages.infer_deeplab --manifest {input.manifest} --split val"
-        " --checkpoint {input.model} --out-dir {output.pred} {params.infer} {params.crf} {params.shard}"
+        " --checkpoint {input.model} --out-dir {output.pred} {params.infer} {params.shard}"
         " --threads {threads} 2> {log}"
 
 

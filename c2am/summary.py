@@ -1,4 +1,4 @@
-"""Run summary: the table printed at the end of a successful run (Snakefile ``onsuccess``).
+"""Run summary: the table printed at the end of a successful run (Snakefile ``onsuccess``; ``python -m c2am.summary``).
 
 Reads what the run left in its working directory and prints:
 
@@ -29,12 +29,18 @@ STAGE_ORDER = (
     "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
     "visualize",
 )
+# What people read for each pseudo-label variant, here and in the figures (c2am.figures).
 VARIANT_TITLES = {
-    "cam_best_tau": "CAM only, best tau{tau} (oracle-tuned)",
-    "cam_fixed_tau": "CAM only, fixed tau{tau}",
+    "cam_best_tau": "CAM only, best {symbol}{value} (oracle-tuned)",
+    "cam_fixed_tau": "CAM only, fixed {symbol}{value}",
     "cam_cues": "CAM + C2AM cue",
     "cam_cues_crf": "CAM + C2AM cue + CRF",
 }
+
+
+def variant_title(name: str, symbol: str = "tau", value: str = "") -> str:
+    """The title of a variant (its name when unknown); ``symbol`` names tau, ``value`` follows it."""
+    return VARIANT_TITLES[name].format(symbol=symbol, value=value) if name in VARIANT_TITLES else name
 
 
 class Unreadable(Exception):
@@ -69,7 +75,7 @@ def pseudo_lines(path: Path) -> list[str]:
         lines = [head]
         for name, v in variants.items():
             tau = f" {v['tau']:.2f}" if isinstance(v.get("tau"), (int, float)) else ""
-            title = VARIANT_TITLES.get(name, name).format(tau=tau)
+            title = variant_title(name, value=tau)
             lines.append(row(title, MISSING if v.get("miou") is None else f"{v['miou']:.2f}"))
         return lines
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
@@ -152,7 +158,7 @@ def summarize(workdir) -> str:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.summary", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m c2am.summary", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", type=Path, default=Path("."), help="the run's working directory")
     p.add_argument("--out", type=Path, default=None, help="also write the table to this file")
     args = p.parse_args(argv)

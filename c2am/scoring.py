@@ -1,0 +1,118 @@
+"""Scoring label maps against GT masks: a folder of predictions, the CAM-only tau sweep, and the scores' forms.
+
+Used by every evaluation stage (pseudo masks on ``pseudo_eval``, DeepLab predictions on ``val``). A prediction
+is ``<dir>/<id>.png`` holding class indices or IGNORE; IGNORE in a prediction means "uncertain" and counts as a
+miss for the pixel's GT class (:class:`c2am.metrics.ConfusionMatrix`); IGNORE in the GT is not scored.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from c2am.artifacts import load_cams, load_labels
+from c2am.io import InputError
+from c2am.metrics import ConfusionMatrix
+from c2am.parallel import map_items
+from c2am.refine import refine_sweep
+
+CHUNK_IMAGES = 16  # images per worker task: the manifest is pickled once per task, not once per image
+MAX_LISTED = 3  # missing files named in the error message
+
+
+def check_predictions_exist(pred_dir, ids: list[str], split: str) -> None:
+    """One InputError for all missing predictions, naming how many and the first few paths."""
+    missing = [p for p in (Path(pred_dir) / f"{i}.png" for i in ids) if not p.is_file()]
+    if missing:
+        shown = ", ".join(str(p) for p in missing[:MAX_LISTED])
+        more = ", ..." if len(missing) > MAX_LISTED else ""
+        raise InputError(
+            f"{pred_dir}: {len(missing)} of {len(ids)} predictions for split '{split}' are missing: {shown}{more}"
+        )
+
+
+def _chunks(ids: list[str]) -> list[list[str]]:
+    return [ids[i : i + CHUNK_IMAGES] for i in range(0, len(ids), CHUNK_IMAGES)]
+
+
+def _score_chunk(task: tuple) -> ConfusionMatrix:
+    """Worker: confusion counts of a few images (top-level so that spawned workers can import it)."""
+    manifest, ids, pred_dir, gt_dir = task
+    cm = ConfusionMatrix(manifest.num_classes)
+    for image_id in ids:
+        gt = manifest.load_mask(image_id, mask_dir=gt_dir)
+        pred = load_labels(Path(pred_dir) / f"{image_id}.png", gt.shape, manifest.num_classes, "prediction")
+        cm.update(gt, pred)
+    return cm
+
+
+def score_folder(manifest, split: str, pred_dir, gt_dir=None, threads: int = 1) -> ConfusionMatrix:
+    """Confusion counts of ``<pred_dir>/<id>.png`` against the GT masks over the split's ids."""
+    ids = manifest.ids(split)
+    check_predictions_exist(pred_dir, ids, split)
+    gt_dir = None if gt_dir is None else str(gt_dir)
+    tasks = [(manifest, chunk, str(pred_dir), gt_dir) for chunk in _chunks(ids)]
+    cm = ConfusionMatrix(manifest.num_classes)
+    for part in map_items(_score_chunk, tasks, threads=threads, desc=f"score {split}"):
+        cm.merge(part)
+    return cm
+
+
+def _sweep_chunk(task: tuple) -> np.ndarray:
+    """Worker: per-tau confusion counts (T x C x C+1) of CAM-only labels for a few images."""
+    manifest, ids, cams_dir, taus = task
+    cms = [ConfusionMatrix(manifest.num_classes) for _ in taus]
+    for image_id in ids:
+        gt = manifest.load_mask(image_id)
+        cams, classes = load_cams(Path(cams_dir) / f"{image_id}.npz", gt.shape)
+        for cm, labels in zip(cms, refine_sweep(cams, classes, taus)):
+            cm.update(gt, labels)
+    return np.stack([cm.counts for cm in cms])
+
+
+def sweep_confusions(manifest, split: str, cams_dir: Path, taus: list[float], threads: int) -> list[ConfusionMatrix]:
+    """One ConfusionMatrix per constant tau of the CAM-only labels (argmax over [tau, CAMs]) over the split."""
+    ids = manifest.ids(split)
+    missing = [i for i in ids if not (Path(cams_dir) / f"{i}.npz").is_file()]
+    if missing:
+        raise InputError(f"{cams_dir}: {len(missing)} of {len(ids)} CAM files missing, e.g. {missing[0]}.npz")
+    tasks = [(manifest, chunk, str(cams_dir), taus) for chunk in _chunks(ids)]
+    total = sum(map_items(_sweep_chunk, tasks, threads=threads, desc="tau sweep"))
+    out = []
+    for counts in total:
+        cm = ConfusionMatrix(manifest.num_classes)
+        cm.counts += counts
+        out.append(cm)
+    return out
+
+
+def percent(x: float) -> float | None:
+    return None if math.isnan(x) else 100.0 * x
+
+
+def _check_classes(cm: ConfusionMatrix, classes: list[str]) -> None:
+    if len(classes) != cm.num_classes:
+        raise ValueError(f"{len(classes)} class names for a {cm.num_classes}-class confusion matrix")
+
+
+def format_scores(cm: ConfusionMatrix, classes: list[str]) -> str:
+    """``mIoU: xx.xx`` then one ``<class>: xx.xx`` line per class (``nan`` when absent from GT and prediction)."""
+    _check_classes(cm, classes)
+    lines = [f"mIoU: {100.0 * cm.miou():.2f}"]
+    lines += [f"{name}: {100.0 * iou:.2f}" for name, iou in zip(classes, cm.iou())]
+    return "\n".join(lines) + "\n"
+
+
+def scores_dict(cm: ConfusionMatrix, classes: list[str]) -> dict:
+    """The numbers of :func:`format_scores` (percent, unrounded; None for absent classes) plus the raw counts."""
+    _check_classes(cm, classes)
+    return {
+        "miou": percent(cm.miou()),
+        "iou": {name: percent(iou) for name, iou in zip(classes, cm.iou())},
+        "classes": list(classes),
+        "confusion_matrix": cm.matrix.tolist(),
+        "uncertain_pixels": cm.uncertain.tolist(),
+        "scored_pixels": cm.total,
+    }

@@ -1,0 +1,89 @@
+"""One source of truth: every flag the DAG passes to a stage equals that stage's own default (c2am.defaults).
+
+A stage called directly (``python -m c2am.stages.<stage>``, as the README invites) must compute what the DAG
+computes. The commands come from a dry run of the default config; each is parsed by the stage's own parser.
+"""
+
+import argparse
+import importlib
+import shlex
+
+import pytest
+
+from c2am import defaults
+from tests.test_workflow import snakemake
+
+# Not settings of the computation: the rule's threads (a resource), and which inputs the job reads.
+NOT_HYPERPARAMETERS = {"threads", "gt_labels", "labels_dir", "compare_dir", "variant", "train_log", "score_txt"}
+
+
+def stage_parser(module) -> argparse.ArgumentParser:
+    """The stage's parser, captured from its parse_args/build_parser without running it."""
+    if hasattr(module, "build_parser"):
+        return module.build_parser()
+    class Captured(Exception):
+        pass
+
+    def capture(self, args=None, namespace=None):
+        raise Captured(self)
+
+    real = argparse.ArgumentParser.parse_args
+    argparse.ArgumentParser.parse_args = capture
+    try:
+        module.parse_args([])
+    except Captured as e:
+        return e.args[0]
+    finally:
+        argparse.ArgumentParser.parse_args = real
+    raise AssertionError(f"{module.__name__}.parse_args never parsed")
+
+
+@pytest.fixture(scope="module")
+def commands(tmp_path_factory):
+    work = tmp_path_factory.mktemp("defaults")
+    result = snakemake("-n", "-p", "all", "results/fully_supervised_miou.txt", cwd=work)
+    assert result.returncode == 0, result.stderr
+    found = []
+    for line in (result.stdout + result.stderr).splitlines():
+        line = line.strip().removeprefix("Shell command:").strip()
+        if line.startswith("python -m c2am.stages."):
+            argv = shlex.split(line.split(" 2> ")[0])
+            found.append((argv[2].rsplit(".", 1)[1], argv[3:]))
+    return found
+
+
+def test_every_stage_rule_is_checked(commands):
+    assert {name for name, _ in commands} >= {
+        "prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues", "eval_c2am", "c2am_boxes",
+        "train_classifier", "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab",
+        "infer_deeplab", "evaluate", "visualize"}
+
+
+def test_what_the_dag_passes_is_each_stage_default(commands):
+    drift = []
+    for name, argv in commands:
+        parser = stage_parser(importlib.import_module(f"c2am.stages.{name}"))
+        passed = vars(parser.parse_args(argv))
+        for action in parser._actions:
+            if action.required or action.dest in NOT_HYPERPARAMETERS or action.default == argparse.SUPPRESS:
+                continue
+            if passed[action.dest] != action.default:
+                drift.append(f"{name} --{action.dest}: rule {passed[action.dest]!r}, stage {action.default!r}")
+    assert not drift, drift
+
+
+def test_a_config_key_without_a_flag_is_an_error():
+    parser = argparse.ArgumentParser(prog="stage")
+    parser.add_argument("--epochs", type=int)
+    with pytest.raises(KeyError, match=r"c2am.train.batch_size has no flag --batch-size"):
+        defaults.apply(parser, "c2am.train")
+
+
+def test_defaults_take_the_flag_type():
+    parser = argparse.ArgumentParser(prog="stage")
+    parser.add_argument("--head-lr-mult", type=float)
+    parser.add_argument("--scales", type=float, nargs="+")
+    defaults.apply(parser, "c2am", exclude=("backbone", "weights", "infer", "cues", "boxes", "train"))
+    defaults.apply(parser, "c2am.infer")
+    args = parser.parse_args([])
+    assert args.scales == [1.0, 2.0] and all(type(s) is float for s in args.scales)

@@ -1,4 +1,4 @@
-"""The one backbone factory every network stage uses (DESIGN.md section 3 "Backbone", section 5).
+"""The one backbone factory every network stage uses (docs/method.md §2, §7).
 
 ``build_trunk(name, weights)`` returns a :class:`Trunk`: it takes images in [0, 1], normalizes them
 with the ImageNet mean/std internally, and returns two feature maps ``(f3, f4)``, both at output

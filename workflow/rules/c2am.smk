@@ -8,19 +8,19 @@ rule train_c2am:
     output:
         model="artifacts/c2am/model.pt",
         log_csv="artifacts/c2am/train_log.csv",
-    params:
-        seed=SEED,
-        net=flags(C2AM, exclude=("train", "infer", "cues", "boxes")),
-        train=flags(C2AM["train"]),
     log:
         "logs/train_c2am.log",
     benchmark:
         "benchmarks/train_c2am.tsv"
+    conda:
+        ENV
     threads: rule_threads("train_c2am")
     resources:
         **rule_resources("train_c2am"),
-    conda:
-        ENV
+    params:
+        seed=SEED,
+        net=flags(C2AM, exclude=("train", "infer", "cues", "boxes")),
+        train=flags(C2AM["train"]),
     shell:
         "python -m c2am.stages.train_c2am --manifest {input.manifest} --split train"
         " --out {output.model} --log-csv {output.log_csv} {params.net} {params.train}"
@@ -33,18 +33,18 @@ rule infer_c2am:
         model="artifacts/c2am/model.pt",
     output:
         maps=directory(sharded("artifacts/c2am/maps")),
-    params:
-        infer=flags(C2AM["infer"]),
-        shard=shard_flag,
     log:
         f"logs/{shard_name('infer_c2am')}.log",
     benchmark:
         f"benchmarks/{shard_name('infer_c2am')}.tsv"
+    conda:
+        ENV
     threads: rule_threads("infer_c2am")
     resources:
         **rule_resources("infer_c2am"),
-    conda:
-        ENV
+    params:
+        infer=flags(C2AM["infer"]),
+        shard=shard_flag,
     shell:
         "python -m c2am.stages.infer_c2am --manifest {input.manifest} --split train"
         " --checkpoint {input.model} --out-dir {output.maps} {params.infer} {params.shard} --threads {threads} 2> {log}"
@@ -57,17 +57,17 @@ rule cue_threshold:
         maps="artifacts/c2am/maps",
     output:
         "artifacts/c2am/cue_threshold.json",
-    params:
-        threshold=flags({"threshold": C2AM["cues"]["threshold"]}),
     log:
         "logs/cue_threshold.log",
     benchmark:
         "benchmarks/cue_threshold.tsv"
+    conda:
+        ENV
     threads: rule_threads("cue_threshold")
     resources:
         **rule_resources("cue_threshold"),
-    conda:
-        ENV
+    params:
+        threshold=flags({"threshold": C2AM["cues"]["threshold"]}),
     shell:
         "python -m c2am.stages.cue_threshold --manifest {input.manifest} --split train --maps-dir {input.maps}"
         " {params.threshold} --out {output} --threads {threads} 2> {log}"
@@ -80,18 +80,18 @@ rule extract_cues:
         threshold="artifacts/c2am/cue_threshold.json",
     output:
         cues=directory(sharded("artifacts/c2am/cues")),
-    params:
-        crf=flags(C2AM["cues"]["crf"]),
-        shard=shard_flag,
     log:
         f"logs/{shard_name('extract_cues')}.log",
     benchmark:
         f"benchmarks/{shard_name('extract_cues')}.tsv"
+    conda:
+        ENV
     threads: rule_threads("extract_cues")
     resources:
         **rule_resources("extract_cues"),
-    conda:
-        ENV
+    params:
+        crf=flags(C2AM["cues"]["crf"]),
+        shard=shard_flag,
     shell:
         "python -m c2am.stages.extract_cues --manifest {input.manifest} --split train"
         " --maps-dir {input.maps} --threshold-json {input.threshold} --out-dir {output.cues}"
@@ -105,18 +105,22 @@ rule eval_c2am:
         cues="artifacts/c2am/cues",
         threshold="artifacts/c2am/cue_threshold.json",
     output:
-        report("results/c2am_maps.txt", caption="../report/score_c2am_maps.rst", category="1. C2AM"),
-    params:
-        cues=flags(C2AM["cues"], exclude=("threshold",)),
+        report(
+            "results/c2am_maps.txt",
+            caption="../report/score_c2am_maps.rst",
+            category="1. C2AM",
+        ),
     log:
         "logs/eval_c2am.log",
     benchmark:
         "benchmarks/eval_c2am.tsv"
+    conda:
+        ENV
     threads: rule_threads("eval_c2am")
     resources:
         **rule_resources("eval_c2am"),
-    conda:
-        ENV
+    params:
+        cues=flags(C2AM["cues"], exclude=("threshold",)),
     shell:
         "python -m c2am.stages.eval_c2am --manifest {input.manifest} --split train"
         " --maps-dir {input.maps} --cues-dir {input.cues} --threshold-json {input.threshold}"
@@ -129,18 +133,22 @@ rule c2am_boxes:
         maps="artifacts/c2am/maps",
     output:
         boxes="artifacts/c2am/boxes.json",
-        report=report("results/c2am_boxes.txt", caption="../report/score_c2am_boxes.rst", category="1. C2AM"),
-    params:
-        boxes=flags(C2AM["boxes"]),
+        report=report(
+            "results/c2am_boxes.txt",
+            caption="../report/score_c2am_boxes.rst",
+            category="1. C2AM",
+        ),
     log:
         "logs/c2am_boxes.log",
     benchmark:
         "benchmarks/c2am_boxes.tsv"
+    conda:
+        ENV
     threads: rule_threads("c2am_boxes")
     resources:
         **rule_resources("c2am_boxes"),
-    conda:
-        ENV
+    params:
+        boxes=flags(C2AM["boxes"]),
     shell:
         "python -m c2am.stages.c2am_boxes --manifest {input.manifest} --split train"
         " --maps-dir {input.maps} {params.boxes} --out-json {output.boxes} --out-txt {output.report} 2> {log}"

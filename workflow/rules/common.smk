@@ -35,7 +35,8 @@ def rule_resources(name):
 # usual folders. With shards: 1 the rules write the usual folders directly and no gather job exists.
 def sharded(path):
     """Where a per-image stage writes ``path``: the path itself unsharded, else its shard under artifacts/shards/
-    (folder artifacts/x/y -> artifacts/shards/x/y/{scatteritem}; file x.json -> shards/.../x/{scatteritem}.json)."""
+    (folder artifacts/x/y -> artifacts/shards/x/y/{scatteritem}; file x.json -> shards/.../x/{scatteritem}.json).
+    """
     if SHARDS == 1:
         return path
     p = PurePosixPath(path)
@@ -45,7 +46,12 @@ def sharded(path):
 
 def gathered(path):
     """The shard paths of ``path`` (as written by ``sharded``), in shard order; other wildcards stay wildcards."""
-    return gather.shards(sharded(path).replace("{", "{{").replace("}", "}}").replace("{{scatteritem}}", "{scatteritem}"))
+    return gather.shards(
+        sharded(path)
+        .replace("{", "{{")
+        .replace("}", "}}")
+        .replace("{{scatteritem}}", "{scatteritem}")
+    )
 
 
 def shard_name(name):

@@ -5,19 +5,21 @@ DATA = config["dataset"]
 rule prepare_dataset:
     output:
         MANIFEST,
-    params:
-        seed=SEED,
-        data=flags(DATA, exclude=("synthetic", "splits")),
-        splits=" ".join(DATA["splits"][role] for role in ("train", "pseudo_eval", "val")),
-        synthetic=flags(DATA["synthetic"]) if DATA["kind"] == "synthetic" else "",
     log:
         "logs/prepare_dataset.log",
     benchmark:
         "benchmarks/prepare_dataset.tsv"
+    conda:
+        ENV
     threads: rule_threads("prepare_dataset")
     resources:
         **rule_resources("prepare_dataset"),
-    conda:
-        ENV
+    params:
+        seed=SEED,
+        data=flags(DATA, exclude=("synthetic", "splits")),
+        splits=" ".join(
+            DATA["splits"][role] for role in ("train", "pseudo_eval", "val")
+        ),
+        synthetic=flags(DATA["synthetic"]) if DATA["kind"] == "synthetic" else "",
     shell:
         "python -m c2am.stages.prepare_dataset {params.data} --splits {params.splits} {params.synthetic} --seed {params.seed} --out {output} 2> {log}"

@@ -13,22 +13,22 @@ rule train_deeplab:
     output:
         model="artifacts/deeplab/{labels}/model.pt",
         log_csv="artifacts/deeplab/{labels}/train_log.csv",
+    log:
+        "logs/train_deeplab_{labels}.log",
+    benchmark:
+        "benchmarks/train_deeplab_{labels}.tsv"
     wildcard_constraints:
         labels="|".join(LABEL_VARIANTS + ("gt",)),
+    conda:
+        ENV
+    threads: rule_threads("train_deeplab")
+    resources:
+        **rule_resources("train_deeplab"),
     params:
         seed=SEED,
         labels=deeplab_label_flag,
         net=flags(DEEPLAB, exclude=("labels", "train", "infer")),
         train=flags(DEEPLAB["train"]),
-    log:
-        "logs/train_deeplab_{labels}.log",
-    benchmark:
-        "benchmarks/train_deeplab_{labels}.tsv"
-    threads: rule_threads("train_deeplab")
-    resources:
-        **rule_resources("train_deeplab"),
-    conda:
-        ENV
     shell:
         "python -m c2am.stages.train_deeplab --manifest {input.manifest} --split train {params.labels}"
         " --out {output.model} --log-csv {output.log_csv} {params.net} {params.train}"
@@ -41,18 +41,18 @@ rule infer_deeplab:
         model="artifacts/deeplab/{labels}/model.pt",
     output:
         pred=directory(sharded("artifacts/deeplab/{labels}/pred_val")),
-    params:
-        infer=flags(DEEPLAB["infer"]),
-        shard=shard_flag,
     log:
         f"logs/{shard_name('infer_deeplab_{labels}')}.log",
     benchmark:
         f"benchmarks/{shard_name('infer_deeplab_{labels}')}.tsv"
+    conda:
+        ENV
     threads: rule_threads("infer_deeplab")
     resources:
         **rule_resources("infer_deeplab"),
-    conda:
-        ENV
+    params:
+        infer=flags(DEEPLAB["infer"]),
+        shard=shard_flag,
     shell:
         "python -m c2am.stages.infer_deeplab --manifest {input.manifest} --split val"
         " --checkpoint {input.model} --out-dir {output.pred} {params.infer} {params.shard}"
@@ -64,20 +64,23 @@ rule evaluate:
         manifest=MANIFEST,
         pred=lambda w: f"artifacts/deeplab/{SCORES[w.score]}/pred_val",
     output:
-        txt=report("results/{score}.txt", caption="../report/score_miou.rst", category="4. DeepLab"),
+        txt=report(
+            "results/{score}.txt",
+            caption="../report/score_miou.rst",
+            category="4. DeepLab",
+        ),
         json="results/{score}.json",
-    wildcard_constraints:
-        score="|".join(SCORES),
     log:
         "logs/evaluate_{score}.log",
     benchmark:
         "benchmarks/evaluate_{score}.tsv"
+    wildcard_constraints:
+        score="|".join(SCORES),
+    conda:
+        ENV
     threads: rule_threads("evaluate")
     resources:
         **rule_resources("evaluate"),
-    conda:
-        ENV
     shell:
         "python -m c2am.stages.evaluate --manifest {input.manifest} --split val --pred-dir {input.pred}"
         " --out-txt {output.txt} --out-json {output.json} 2> {log}"
-

@@ -10,20 +10,24 @@ rule train_classifier:
     output:
         model="artifacts/classifier/model.pt",
         log_csv="artifacts/classifier/train_log.csv",
-        report=report("results/classifier.txt", caption="../report/score_classifier.rst", category="2. Classifier"),
-    params:
-        seed=SEED,
-        net=flags(CLS, exclude=("train", "infer")),
-        train=flags(CLS["train"]),
+        report=report(
+            "results/classifier.txt",
+            caption="../report/score_classifier.rst",
+            category="2. Classifier",
+        ),
     log:
         "logs/train_classifier.log",
     benchmark:
         "benchmarks/train_classifier.tsv"
+    conda:
+        ENV
     threads: rule_threads("train_classifier")
     resources:
         **rule_resources("train_classifier"),
-    conda:
-        ENV
+    params:
+        seed=SEED,
+        net=flags(CLS, exclude=("train", "infer")),
+        train=flags(CLS["train"]),
     shell:
         "python -m c2am.stages.train_classifier --manifest {input.manifest} --split train --val-split val"
         " --out {output.model} --log-csv {output.log_csv} --report {output.report}"
@@ -36,18 +40,18 @@ rule infer_cam:
         model="artifacts/classifier/model.pt",
     output:
         cams=directory(sharded("artifacts/classifier/cams")),
-    params:
-        infer=flags(CLS["infer"]),
-        shard=shard_flag,
     log:
         f"logs/{shard_name('infer_cam')}.log",
     benchmark:
         f"benchmarks/{shard_name('infer_cam')}.tsv"
+    conda:
+        ENV
     threads: rule_threads("infer_cam")
     resources:
         **rule_resources("infer_cam"),
-    conda:
-        ENV
+    params:
+        infer=flags(CLS["infer"]),
+        shard=shard_flag,
     shell:
         "python -m c2am.stages.infer_cam --manifest {input.manifest} --split train"
         " --checkpoint {input.model} --out-dir {output.cams} {params.infer} {params.shard} --threads {threads} 2> {log}"
@@ -61,18 +65,18 @@ rule refine_cams:
     output:
         cam_cues=directory(sharded("artifacts/pseudo/cam_cues")),
         cam_fixed_tau=directory(sharded("artifacts/pseudo/cam_fixed_tau")),
-    params:
-        fixed_tau=REFINE["fixed_tau"],
-        shard=shard_flag,
     log:
         f"logs/{shard_name('refine_cams')}.log",
     benchmark:
         f"benchmarks/{shard_name('refine_cams')}.tsv"
+    conda:
+        ENV
     threads: rule_threads("refine_cams")
     resources:
         **rule_resources("refine_cams"),
-    conda:
-        ENV
+    params:
+        fixed_tau=REFINE["fixed_tau"],
+        shard=shard_flag,
     shell:
         "python -m c2am.stages.refine_cams --manifest {input.manifest} --split train"
         " --cams-dir {input.cams} --cues-dir {input.cues} --fixed-tau {params.fixed_tau}"
@@ -85,18 +89,18 @@ rule crf_labels:
         labels="artifacts/pseudo/cam_cues",
     output:
         labels=directory(sharded("artifacts/pseudo/cam_cues_crf")),
-    params:
-        crf=flags(CRF_LABELS),
-        shard=shard_flag,
     log:
         f"logs/{shard_name('crf_labels')}.log",
     benchmark:
         f"benchmarks/{shard_name('crf_labels')}.tsv"
+    conda:
+        ENV
     threads: rule_threads("crf_labels")
     resources:
         **rule_resources("crf_labels"),
-    conda:
-        ENV
+    params:
+        crf=flags(CRF_LABELS),
+        shard=shard_flag,
     shell:
         "python -m c2am.stages.crf_labels --manifest {input.manifest} --split train"
         " --labels-dir {input.labels} --compare-dir {input.labels} --out-dir {output.labels}"
@@ -110,20 +114,24 @@ rule eval_pseudo:
         cam_cues="artifacts/pseudo/cam_cues",
         cam_cues_crf="artifacts/pseudo/cam_cues_crf",
     output:
-        txt=report("results/pseudo_masks.txt", caption="../report/score_pseudo_masks.rst", category="3. Pseudo labels"),
+        txt=report(
+            "results/pseudo_masks.txt",
+            caption="../report/score_pseudo_masks.rst",
+            category="3. Pseudo labels",
+        ),
         json="results/pseudo_masks.json",
-    params:
-        sweep=" ".join(str(REFINE["tau_sweep"][k]) for k in ("start", "stop", "step")),
-        fixed_tau=REFINE["fixed_tau"],
     log:
         "logs/eval_pseudo.log",
     benchmark:
         "benchmarks/eval_pseudo.tsv"
+    conda:
+        ENV
     threads: rule_threads("eval_pseudo")
     resources:
         **rule_resources("eval_pseudo"),
-    conda:
-        ENV
+    params:
+        sweep=" ".join(str(REFINE["tau_sweep"][k]) for k in ("start", "stop", "step")),
+        fixed_tau=REFINE["fixed_tau"],
     shell:
         "python -m c2am.stages.eval_pseudo --manifest {input.manifest} --split pseudo_eval"
         " --cams-dir {input.cams} --tau-sweep {params.sweep} --fixed-tau {params.fixed_tau}"

@@ -24,25 +24,55 @@ rule visualize:
         pseudo="results/pseudo_masks.json",
         val="results/voc_miou.json",
     output:
-        grid_train=report(f"{FIGURES}/grid_train.png", caption="../report/grid_train.rst", category="3. Pseudo labels"),
-        tau=report(f"{FIGURES}/tau_sweep.png", caption="../report/tau_sweep.rst", category="3. Pseudo labels"),
-        iou_pseudo=report(f"{FIGURES}/iou_pseudo.png", caption="../report/iou_pseudo.rst", category="3. Pseudo labels"),
-        boxes=report(f"{FIGURES}/boxes.png", caption="../report/boxes.rst", category="1. C2AM"),
-        grid_val=report(f"{FIGURES}/grid_val.png", caption="../report/grid_val.rst", category="4. DeepLab"),
-        iou_val=report(f"{FIGURES}/iou_val.png", caption="../report/iou_val.rst", category="4. DeepLab"),
-        tables=report(f"{FIGURES}/metrics.html", caption="../report/metrics.rst", category="0. Metrics"),
-        loss=report(f"{FIGURES}/loss_curves.png", caption="../report/loss_curves.rst", category="5. Training"),
-    params:
-        seed=SEED,
+        grid_train=report(
+            f"{FIGURES}/grid_train.png",
+            caption="../report/grid_train.rst",
+            category="3. Pseudo labels",
+        ),
+        tau=report(
+            f"{FIGURES}/tau_sweep.png",
+            caption="../report/tau_sweep.rst",
+            category="3. Pseudo labels",
+        ),
+        iou_pseudo=report(
+            f"{FIGURES}/iou_pseudo.png",
+            caption="../report/iou_pseudo.rst",
+            category="3. Pseudo labels",
+        ),
+        boxes=report(
+            f"{FIGURES}/boxes.png", caption="../report/boxes.rst", category="1. C2AM"
+        ),
+        grid_val=report(
+            f"{FIGURES}/grid_val.png",
+            caption="../report/grid_val.rst",
+            category="4. DeepLab",
+        ),
+        iou_val=report(
+            f"{FIGURES}/iou_val.png",
+            caption="../report/iou_val.rst",
+            category="4. DeepLab",
+        ),
+        tables=report(
+            f"{FIGURES}/metrics.html",
+            caption="../report/metrics.rst",
+            category="0. Metrics",
+        ),
+        loss=report(
+            f"{FIGURES}/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="5. Training",
+        ),
     log:
         "logs/visualize.log",
     benchmark:
         "benchmarks/visualize.tsv"
+    conda:
+        ENV
     threads: rule_threads("visualize")
     resources:
         **rule_resources("visualize"),
-    conda:
-        ENV
+    params:
+        seed=SEED,
     shell:
         "python -m c2am.stages.visualize --manifest {input.manifest} --maps-dir {input.maps} --cues-dir {input.cues}"
         " --boxes-json {input.boxes} --cams-dir {input.cams} --tau-dir {input.tau} --refined-dir {input.refined}"

@@ -26,17 +26,17 @@ rule gather_shards:
         shards=gathered("artifacts/{folder}"),
     output:
         directory("artifacts/{folder}"),
-    wildcard_constraints:
-        folder="|".join(GATHERED),
-    params:
-        split=lambda w: GATHERED[w.folder],
     log:
         "logs/gather_shards/{folder}.log",
+    wildcard_constraints:
+        folder="|".join(GATHERED),
+    conda:
+        ENV
     threads: rule_threads("gather_shards")
     resources:
         **rule_resources("gather_shards"),
-    conda:
-        ENV
+    params:
+        split=lambda w: GATHERED[w.folder],
     shell:
         "python -m c2am.stages.gather_shards --manifest {input.manifest} --split {params.split}"
         " --out-dir {output} {input.shards} 2> {log}"

@@ -55,3 +55,22 @@ onsuccess:
     from c2am.summary import summarize
 
     print(summarize("."))
+
+
+onerror:
+    # A stage's one clear line ("error: ...") is in its log, which Snakemake only names: show each failed job's
+    # log tail last on the terminal. `scheduler.failed` holds the jobs that failed after their last retry.
+    sys.path.insert(0, workflow.basedir)
+    from c2am.hooks import print_failed_logs
+
+    print_failed_logs(getattr(getattr(workflow, "scheduler", None), "failed", ()))
+
+
+# A run killed by kill -9 leaves Snakemake's lock behind: remove it when no other run of this workflow is live
+# in this folder, which an OS lock held from here to the end of the run tells (c2am/hooks.py). Main process
+# only: the job processes that Snakemake starts (on cluster nodes too) run inside a live run.
+if workflow.is_main_process:
+    sys.path.insert(0, workflow.basedir)
+    from c2am.hooks import claim
+
+    claim()

@@ -1,4 +1,4 @@
-"""C2AM model and losses against hand-computed small cases (DESIGN.md section 3)."""
+"""C2AM model and losses against hand-computed small cases (docs/method.md §3)."""
 
 import math
 
@@ -73,16 +73,78 @@ def test_rank_weights_values_and_no_gradient():
     w = rank_weights(sim, 0.25)
     assert not w.requires_grad and w.grad_fn is None
     assert w[0].tolist() == pytest.approx([math.exp(0.25), math.exp(-0.25), 1.0])
-    # The gradient of the loss equals that of the same sum with the weights as constants.
-    torch.manual_seed(0)
-    x = torch.randn(4, 5, requires_grad=True)
-    positive_loss(x, 0.25).backward()
-    y = x.detach().clone().requires_grad_(True)
-    s = similarity_matrix(y, y)
-    const_w = rank_weights(s.detach(), 0.25)
-    (const_w * -torch.log(s)).mean().backward()
-    assert torch.allclose(x.grad, y.grad, atol=1e-6)
-    assert x.grad.abs().sum() > 0
+
+
+# v1 = (1, 0), v2 = (3, 4), v3 = (0, 1); unit vectors u1 = (1, 0), u2 = (0.6, 0.8), u3 = (0, 1).
+# cos: c12 = 0.6, c13 = 0, c23 = 0.8, self 1. Clamped to [5e-4, 0.9995]:
+#   s = [[0.9995, 0.6,    5e-4  ],
+#        [0.6,    0.9995, 0.8   ],
+#        [5e-4,   0.8,    0.9995]]
+# 0-based ranks, descending per row, self forced to 0: row 1 [0, 1, 2], row 2 [2, 0, 1], row 3 [2, 1, 0].
+# w = exp(-alpha (r - 1)): rank 0 -> e^a, rank 1 -> 1, rank 2 -> e^-a:
+#   w = [[e^a, 1, e^-a], [e^-a, e^a, 1], [e^-a, 1, e^a]]
+V_HAND = [[1.0, 0.0], [3.0, 4.0], [0.0, 1.0]]
+
+
+def test_positive_loss_value_and_gradient_hand_computed_n3():
+    alpha = 0.25
+    ea, em = math.exp(alpha), math.exp(-alpha)  # 1.2840254, 0.7788008
+    # L = (1/9) sum_ij w_ij (-log s_ij), grouped by similarity value:
+    #   0.9995: 3 self pairs, w = e^a          -> 3 * 1.2840254 * 0.000500125 = 0.0019265
+    #   0.6:    (1,2) w = 1, (2,1) w = e^-a     -> 1.7788008 * 0.5108256 = 0.9086570
+    #   5e-4:   (1,3), (3,1), both w = e^-a     -> 2 * 0.7788008 * 7.6009025 = 11.8391776
+    #   0.8:    (2,3), (3,2), both w = 1        -> 2 * 0.2231436 = 0.4462871
+    #   sum 13.1960482, / 9 = 1.4662276
+    expected = (3 * ea * -math.log(SIM_MAX) + (1 + em) * -math.log(0.6) + 2 * em * -math.log(SIM_MIN)
+                + 2 * -math.log(0.8)) / 9
+    assert expected == pytest.approx(1.4662276, abs=1e-6)
+    v = torch.tensor(V_HAND, requires_grad=True)
+    loss = positive_loss(v, alpha)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+    # Gradient, with the weights as constants: d cos(a, b) / da = (b/|b| - cos(a, b) a/|a|) / |a|.
+    # Self pairs (cos = 1, and clamped) and the floor-clamped pair (1,3) contribute nothing.
+    #   dc12/dv1 = ((0.6, 0.8) - 0.6 (1, 0)) / 1 = (0, 0.8)
+    #   dc12/dv2 = ((1, 0) - 0.6 (0.6, 0.8)) / 5 = (0.128, -0.096)
+    #   dc23/dv2 = ((0, 1) - 0.8 (0.6, 0.8)) / 5 = (-0.096, 0.072)
+    #   dc23/dv3 = ((0.6, 0.8) - 0.8 (0, 1)) / 1 = (0.6, 0)
+    # dL/ds_ij = -w_ij / (9 s_ij); pair 1-2 carries w = 1 + e^-a in total, pair 2-3 carries w = 2:
+    #   dL/dv1 = -(1 + e^-a) / (9 * 0.6) * (0, 0.8)                   = (0, -(4/27)(1 + e^-a)) = (0, -0.2635261)
+    #   dL/dv2 = -(1 + e^-a) / (9 * 0.6) * (0.128, -0.096)
+    #            - 2 / (9 * 0.8) * (-0.096, 0.072)                   = (-0.0154976, 0.0116231)
+    #   dL/dv3 = -2 / (9 * 0.8) * (0.6, 0)                            = (-1/6, 0)
+    # (Each row is orthogonal to its v: the loss does not change with a vector's length.)
+    k = 1 + em
+    expected_grad = torch.tensor([
+        [0.0, -4 / 27 * k],
+        [(-16 / 75 * k + 0.24) / 9, (0.16 * k - 0.18) / 9],
+        [-1 / 6, 0.0],
+    ])
+    assert expected_grad[0, 1].item() == pytest.approx(-0.2635261, abs=1e-6)
+    assert expected_grad[1].tolist() == pytest.approx([-0.0154976, 0.0116231], abs=1e-6)
+    loss.backward()
+    assert torch.allclose(v.grad, expected_grad, atol=1e-6), v.grad
+
+
+def test_c2am_loss_hand_computed_n2():
+    alpha = 0.25
+    # v_f: (1, 0), (3, 4) -> cos 0.6;  v_b: (0, 1), (4, 3) -> cos 0.6 too (unit (0, 1), (0.8, 0.6)).
+    v_f = torch.tensor([[1.0, 0.0], [3.0, 4.0]])
+    v_b = torch.tensor([[0.0, 1.0], [4.0, 3.0]])
+    # L_pos, N = 2: ranks [[0, 1], [1, 0]] -> w = [[e^a, 1], [1, e^a]];
+    #   (2 e^a (-log 0.9995) + 2 (-log 0.6)) / 4 = (0.0012843 + 1.0216512) / 4 = 0.2557339, for v_f and for v_b.
+    pos = (2 * math.exp(alpha) * -math.log(SIM_MAX) + 2 * -math.log(0.6)) / 4
+    assert pos == pytest.approx(0.2557339, abs=1e-6)
+    # L_neg: s(b_i, f_j) = [[(0,1).(1,0), (0,1).(0.6,0.8)], [(0.8,0.6).(1,0), (0.8,0.6).(0.6,0.8)]]
+    #                    = [[0 -> 5e-4, 0.8], [0.8, 0.96]]
+    #   (-log(1 - 5e-4) - 2 log 0.2 - log 0.04) / 4 = (0.0005001 + 3.2188758 + 3.2188758) / 4 = 1.6095629
+    neg = (-math.log(1 - SIM_MIN) - 2 * math.log(0.2) - math.log(0.04)) / 4
+    assert neg == pytest.approx(1.6095629, abs=1e-6)
+    total, parts = c2am_loss(v_f, v_b, alpha)
+    assert parts["pos_fg"].item() == pytest.approx(pos, rel=1e-6)
+    assert parts["pos_bg"].item() == pytest.approx(pos, rel=1e-6)
+    assert parts["neg"].item() == pytest.approx(neg, rel=1e-6)
+    assert total.item() == pytest.approx(2 * pos + neg, rel=1e-6)  # 2.1210307
 
 
 def test_loss_symmetric_under_p_to_one_minus_p():

@@ -1,55 +1,40 @@
 """The whole DAG, for real, on a tiny config in a temporary directory (a few dozen 64-px images, one epoch each).
 
-One run is shared by the tests of this module: it is the expensive part (about a minute on 2 cores).
+The run is the session fixture ``tiny_dag`` of tests/conftest.py (the expensive part: a few minutes on 2 cores),
+shared with tests/test_report.py; the tests here only read it or dry-run against it.
 """
 
 import json
 import re
-from pathlib import Path
 
 import numpy as np
-import pytest
 import yaml
 
 from c2am.data.voc import Manifest
 from c2am.io import load_checkpoint, load_label_png, load_npy, load_npz
+from c2am.training import resume_state_path
+from tests.conftest import ROOT, tiny  # noqa: F401  (re-exported: other test modules import tiny from here)
 from tests.test_workflow import STAGE_RULES, job_counts, snakemake, write_config
 
-ROOT = Path(__file__).resolve().parents[1]
 SCORE_FILES = ["c2am_maps", "c2am_boxes", "classifier", "pseudo_masks", "voc_miou"]
+CHECKPOINTS = {"artifacts/c2am/model.pt": "c2am", "artifacts/classifier/model.pt": "classifier",
+               "artifacts/deeplab/cam_cues_crf/model.pt": "deeplab"}
+RESUME_GLOB = "*.resume"  # the name of the per-epoch resume state that training keeps beside its checkpoint
 
 
-def tiny(config: dict) -> None:
-    config["dataset"]["synthetic"] = {"n_train": 24, "n_val": 8, "image_size": 64}
-    for net in ("c2am", "classifier", "deeplab"):
-        config[net]["train"].update(epochs=1, batch_size=8)
-    config["c2am"]["train"].update(resize=64, crop=56)
-    config["classifier"]["train"]["crop"] = 64
-    config["deeplab"]["train"]["crop"] = 64
-    for net in ("c2am", "classifier"):
-        config[net]["infer"]["scales"] = [1.0]
-    for crf in (config["c2am"]["cues"]["crf"], config["crf_labels"]["crf"]):
-        crf["iters"] = 2
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("dag")
-    config = write_config(work / "tiny.yaml", tiny)
-    result = snakemake("--cores", "2", "--configfile", str(config), cwd=work)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return work, config
-
-
-def test_every_artifact_exists_and_every_score_parses(run):
-    work, _ = run
+def test_every_artifact_exists_and_every_score_parses(tiny_dag):
+    work, _ = tiny_dag
     manifest = Manifest.load(work / "artifacts/dataset/manifest.json")
     train, val = manifest.ids("train"), manifest.ids("val")
     assert len(train) == 24 and len(val) == 8
-    for ckpt in ("artifacts/c2am/model.pt", "artifacts/classifier/model.pt", "artifacts/deeplab/cam_cues_crf/model.pt"):
-        assert load_checkpoint(work / ckpt)["state_dict"]
-        assert not list((work / ckpt).parent.glob("*.state.pt")), "resume state left behind after a finished run"
-    assert isinstance(load_checkpoint(work / "artifacts/c2am/model.pt")["meta"]["inverted"], bool)
+    for ckpt, kind in CHECKPOINTS.items():
+        assert load_checkpoint(work / ckpt, kind=kind)["state_dict"]
+        # The pattern names the file training really writes (so the check below can fail) ...
+        assert resume_state_path(work / ckpt).match(RESUME_GLOB), resume_state_path(work / ckpt)
+        # ... and a finished run removes it.
+        assert not resume_state_path(work / ckpt).exists(), "resume state left behind after a finished run"
+    assert not sorted(work.rglob(RESUME_GLOB)), "resume state left behind after a finished run"
+    assert isinstance(load_checkpoint(work / "artifacts/c2am/model.pt", kind="c2am")["meta"]["inverted"], bool)
     for image_id in train:
         fg = load_npy(work / "artifacts/c2am/maps" / f"{image_id}.npy")
         assert fg.dtype == np.float16 and fg.shape == (64, 64) and 0 <= fg.min() and fg.max() <= 1
@@ -76,14 +61,14 @@ def test_every_artifact_exists_and_every_score_parses(run):
         "prepare_dataset", "train_c2am", "train_classifier", "evaluate_voc_miou"}
 
 
-def test_second_run_does_nothing(run):
-    work, config = run
+def test_second_run_does_nothing(tiny_dag):
+    work, config = tiny_dag
     result = snakemake("-n", "--configfile", str(config), cwd=work)
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_parameter_change_reruns_that_stage_and_downstream_only(run):
-    work, _ = run
+def test_parameter_change_reruns_that_stage_and_downstream_only(tiny_dag):
+    work, _ = tiny_dag
 
     def edit(config):
         tiny(config)
@@ -96,16 +81,16 @@ def test_parameter_change_reruns_that_stage_and_downstream_only(run):
         "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate", "visualize", "all"}
 
 
-def test_forcerun_reruns_one_stage_and_downstream(run):
-    work, config = run
+def test_forcerun_reruns_one_stage_and_downstream(tiny_dag):
+    work, config = tiny_dag
     result = snakemake("-n", "--configfile", str(config), "--forcerun", "extract_cues", cwd=work)
     jobs = set(job_counts(result.stdout))
     assert "extract_cues" in jobs and "train_c2am" not in jobs and "train_classifier" not in jobs
     assert {"refine_cams", "eval_c2am"} <= jobs
 
 
-def test_all_stage_rules_ran(run):
-    work, _ = run
+def test_all_stage_rules_ran(tiny_dag):
+    work, _ = tiny_dag
     ran = {p.stem.removesuffix("_voc_miou").removesuffix("_cam_cues_crf") for p in (work / "benchmarks").glob("*.tsv")}
     assert STAGE_RULES <= ran
     assert yaml.safe_load((work / "tiny.yaml").read_text())["dataset"]["synthetic"]["n_train"] == 24

@@ -1,44 +1,15 @@
 """The Snakemake DAG: config validation before any job, lint, and the full DAG on both configs (dry runs)."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
-import yaml
 
+from tests.conftest import ROOT, job_counts, snakemake, write_config  # noqa: F401  (re-exported to other modules)
 from tests.test_voc_reader import make_sbd_fixture
 
-ROOT = Path(__file__).resolve().parents[1]
+# The rules of the DAG of results/voc_miou.txt (`all` adds eval_c2am, c2am_boxes, eval_pseudo and visualize).
 STAGE_RULES = {
-    "prepare_dataset", "train_c2am", "infer_c2am", "extract_cues", "train_classifier", "infer_cam",
+    "prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues", "train_classifier", "infer_cam",
     "refine_cams", "crf_labels", "train_deeplab", "infer_deeplab", "evaluate",
 }
-
-
-def snakemake(*args, cwd) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-
-
-def job_counts(stdout: str) -> dict[str, int]:
-    lines = stdout.split("Job stats:")[1].splitlines()[3:]
-    counts = {}
-    for line in lines:
-        parts = line.split()
-        if len(parts) != 2 or parts[0] == "total":
-            break
-        counts[parts[0]] = int(parts[1])
-    return counts
-
-
-def write_config(path: Path, edit) -> Path:
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    edit(config)
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 def test_lint_is_clean():

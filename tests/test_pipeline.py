@@ -1,6 +1,6 @@
 """The whole DAG, for real, on a tiny config in a temporary directory (a few dozen 64-px images, one epoch each).
 
-The run is the session fixture ``tiny_dag`` of tests/conftest.py (the expensive part: a few minutes on 2 cores),
+The run is the session fixture ``tiny_dag`` of tests/conftest.py (the expensive part: one to two minutes on 2 cores),
 shared with tests/test_report.py; the tests here only read it or dry-run against it.
 """
 

@@ -31,6 +31,7 @@ from c2am.io import (
     save_npy,
     save_npz,
 )
+from c2am.refine import check_cams
 
 IGNORE = 255  # label value: not a class (GT boundary band, uncertain pseudo label); never scored or trained on
 
@@ -102,15 +103,12 @@ def load_cams(path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np
     data = load_npz(path)
     if "cams" not in data or "classes" not in data:
         raise InputError(f"{path}: expected arrays 'cams' and 'classes', found {sorted(data)}")
-    cams, classes = data["cams"], np.asarray(data["classes"]).reshape(-1)
-    if cams.ndim != 3:
-        raise InputError(f"{path}: cams must be K x H x W, got shape {cams.shape}")
-    if cams.shape[0] != classes.size:
-        raise InputError(f"{path}: {cams.shape[0]} CAMs but {classes.size} class indices")
-    if classes.size and classes.min() < 1:
-        raise InputError(f"{path}: class indices must be foreground (>= 1), got {classes.tolist()}")
+    try:
+        cams, classes = check_cams(data["cams"], data["classes"])
+    except ValueError as e:
+        raise InputError(f"{path}: {e}") from None
     check_size(cams, path, size, "CAM")
-    return cams.astype(np.float32), classes.astype(np.int64)
+    return cams, classes
 
 
 # ----------------------------------------------------------------------------- label maps

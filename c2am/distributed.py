@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from c2am.io import InputError, pick_device, pin_memory
+from c2am.io import InputError, pick_device, pin_memory, seed_everything, set_threads
 
 log = logging.getLogger("c2am.distributed")
 
@@ -105,6 +105,22 @@ def init_from_env(device_pref: str = "auto") -> DistInfo:
         dist.init_process_group(backend, init_method="env://", rank=rank, world_size=world_size)
     log.info("rank %d/%d (local %d): %s, backend %s", rank, world_size, local_rank, device, backend)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device, is_main=rank == 0)
+
+
+def launch(train, args):
+    """``train(args, dist)`` in this process's place of the layout (torchrun's, or one process), then leave it.
+
+    The one place where a training stage resolves its device and process layout: ``args`` needs ``device``,
+    ``threads`` (split over the processes of a node) and ``seed``. Only rank 0 logs INFO.
+    """
+    dist = init_from_env(args.device)
+    try:
+        quiet_non_main(dist)
+        set_threads(threads_per_process(args.threads))
+        seed_everything(args.seed)
+        return train(args, dist)
+    finally:
+        cleanup()
 
 
 def threads_per_process(threads: int | None) -> int | None:

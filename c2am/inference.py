@@ -6,6 +6,7 @@ image in [0, 1] into that network's output at the image's size (docs/method.md Â
 
 from __future__ import annotations
 
+import argparse
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -15,6 +16,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from c2am.io import InputError, pin_memory
 from c2am.training import autocast
+
+
+def add_inference_args(parser) -> None:
+    """The flags every network-inference stage shares: scales, AMP, decoding workers, shard, threads, device."""
+    from c2am.shards import add_shard_arg
+
+    parser.add_argument("--scales", type=float, nargs="+", help="image scales, each with its flip where used")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast on CUDA")
+    parser.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
+    add_shard_arg(parser)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (and CRF processes where used)")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def check_scales(scales) -> None:
+    if not scales or any(s <= 0 for s in scales):
+        raise InputError(f"--scales: must all be positive, got {scales}")
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

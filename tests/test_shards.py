@@ -8,14 +8,13 @@ import argparse
 import filecmp
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from c2am.io import InputError, save_json
+from c2am.io import InputError
 from c2am.shards import gather_dirs, parse_shard, select_shard, shard_bounds
-from tests.test_pipeline import tiny
+from tests.conftest import tiny, tiny_dag_run
 from tests.test_workflow import STAGE_RULES, job_counts, snakemake, write_config
 
 SHARD_RULES = {"gather_shards"}
@@ -28,19 +27,8 @@ TRAINED = ["artifacts/dataset", "artifacts/c2am/model.pt", "artifacts/c2am/train
            "artifacts/classifier/model.pt", "artifacts/classifier/train_log.csv",
            "artifacts/deeplab/cam_cues_crf/model.pt", "artifacts/deeplab/cam_cues_crf/train_log.csv"]
 
-_RUNS: dict = {}
-
-
-def local_tiny_run(tmp_path_factory):
-    """(work dir, config, wall seconds) of the whole tiny DAG run locally with --cores 2; run once per session."""
-    if "local" not in _RUNS:
-        work = tmp_path_factory.mktemp("dag_local")
-        config = write_config(work / "tiny.yaml", tiny)
-        start = time.perf_counter()
-        result = snakemake("--cores", "2", "--configfile", str(config), cwd=work)
-        assert result.returncode == 0, result.stderr[-4000:]
-        _RUNS["local"] = (work, config, time.perf_counter() - start)
-    return _RUNS["local"]
+# The session's one tiny DAG run (tests/conftest.py), also read by tests/test_slurm.py; nothing writes into it.
+local_tiny_run = tiny_dag_run
 
 
 # ----------------------------------------------------------------------------- shard arithmetic

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from c2am import defaults
 from c2am.artifacts import save_map
 from c2am.data.voc import Manifest
-from c2am.inference import foreground_map, iterate_images
-from c2am.io import InputError, pick_device, run_stage, set_threads
+from c2am.inference import add_inference_args, check_scales, foreground_map, iterate_images
+from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.c2am_net import load_c2am
-from c2am.shards import add_shard_arg, select_shard
+from c2am.shards import select_shard
 from c2am.training import use_amp
 
 log = logging.getLogger("c2am.infer_c2am")
@@ -34,16 +34,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="train")
     p.add_argument("--checkpoint", required=True, help="C2AM checkpoint from train_c2am")
     p.add_argument("--out-dir", required=True, help="folder for <id>.npy maps")
-    p.add_argument("--scales", type=float, nargs="+")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast on CUDA")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
-    add_shard_arg(p)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_inference_args(p)
     defaults.apply(p, "c2am.infer")
     args = p.parse_args(argv)
-    if any(s <= 0 for s in args.scales):
-        raise InputError(f"--scales: must all be positive, got {args.scales}")
+    check_scales(args.scales)
     return args
 
 

@@ -16,10 +16,10 @@ from tqdm import tqdm
 from c2am import defaults
 from c2am.artifacts import save_cams
 from c2am.data.voc import Manifest
-from c2am.inference import image_cams, iterate_images
-from c2am.io import InputError, pick_device, run_stage, set_threads
+from c2am.inference import add_inference_args, check_scales, image_cams, iterate_images
+from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.classifier import load_classifier
-from c2am.shards import add_shard_arg, select_shard
+from c2am.shards import select_shard
 
 log = logging.getLogger("c2am.infer_cam")
 
@@ -30,16 +30,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="train")
     p.add_argument("--checkpoint", type=Path, required=True, help="classifier checkpoint (train_classifier)")
     p.add_argument("--out-dir", type=Path, required=True)
-    p.add_argument("--scales", type=float, nargs="+")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
-    add_shard_arg(p)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
+    add_inference_args(p)
     defaults.apply(p, "classifier.infer")
     args = p.parse_args(argv)
-    if any(s <= 0 for s in args.scales):
-        raise InputError(f"--scales: must all be positive, got {args.scales}")
+    check_scales(args.scales)
     return args
 
 

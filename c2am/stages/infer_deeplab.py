@@ -19,11 +19,11 @@ from c2am import defaults
 from c2am.artifacts import save_labels
 from c2am.crf import SOFTMAX_CRF, add_crf_args, crf_args, crf_from_probs
 from c2am.data.voc import Manifest
-from c2am.inference import iterate_images, predict_probs
-from c2am.io import InputError, pick_device, run_stage, set_threads
+from c2am.inference import add_inference_args, check_scales, iterate_images, predict_probs
+from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.deeplab import load_deeplab
 from c2am.parallel import map_items
-from c2am.shards import add_shard_arg, select_shard
+from c2am.shards import select_shard
 
 log = logging.getLogger("c2am.infer_deeplab")
 
@@ -51,15 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="val", help="split role to predict")
     p.add_argument("--checkpoint", required=True, help="train_deeplab checkpoint")
     p.add_argument("--out-dir", required=True, help="folder for <id>.png palette predictions")
-    p.add_argument("--scales", type=float, nargs="+")
+    add_inference_args(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add horizontal flips")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, help="dense CRF on the softmax")
     add_crf_args(p, SOFTMAX_CRF)
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
-    add_shard_arg(p)
-    p.add_argument("--threads", type=int, default=None, help="torch threads, and CRF worker processes")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     defaults.apply(p, "deeplab.infer")
     return p
 
@@ -67,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     threads = set_threads(args.threads)
-    if any(s <= 0 for s in args.scales):
-        raise InputError(f"scales: must be positive, got {args.scales}")
+    check_scales(args.scales)
     device = pick_device(args.device)
     manifest = Manifest.load(args.manifest)
     ids = select_shard(manifest.ids(args.split), args.shard)

@@ -21,7 +21,7 @@ import sys
 from c2am import defaults, distributed
 from c2am.data.datasets import UnlabeledImages, image_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage, seed_everything, set_threads
+from c2am.io import InputError, run_stage
 from c2am.losses import c2am_step
 from c2am.models.backbone import TRUNK_NAMES, build_trunk
 from c2am.models.c2am_net import C2AM
@@ -87,17 +87,10 @@ def run_meta(args: argparse.Namespace) -> dict:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    dist = distributed.init_from_env(args.device)
-    try:
-        return train(args, dist)
-    finally:
-        distributed.cleanup()
+    return distributed.launch(train, args)
 
 
 def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
-    distributed.quiet_non_main(dist)
-    set_threads(distributed.threads_per_process(args.threads))
-    seed_everything(args.seed)
     manifest = Manifest.load(args.manifest)
     data = UnlabeledImages(manifest, args.split, image_train_transform(args.crop, resize=args.resize))
     loader = train_loader(data, args.batch_size, dist, args.seed, args.workers)

@@ -21,7 +21,7 @@ from torch import nn
 from c2am import defaults, distributed
 from c2am.data.datasets import ClassificationDataset, image_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import run_stage, save_text, seed_everything, set_threads
+from c2am.io import run_stage, save_text
 from c2am.metrics import classification_report
 from c2am.models.classifier import build_classifier, predict_scores
 from c2am.training import fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
@@ -67,17 +67,10 @@ def classification_step(model: nn.Module, batch):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    dist = distributed.init_from_env(args.device)
-    try:
-        train(args, dist)
-    finally:
-        distributed.cleanup()
+    return distributed.launch(train, args)
 
 
 def train(args: argparse.Namespace, dist: distributed.DistInfo) -> None:
-    distributed.quiet_non_main(dist)
-    set_threads(distributed.threads_per_process(args.threads))
-    seed_everything(args.seed)
     manifest = Manifest.load(args.manifest)
     fg_names = manifest.classes[1:]
 

@@ -22,7 +22,7 @@ from c2am import defaults, distributed
 from c2am.artifacts import require_files
 from c2am.data.datasets import SegmentationDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage, seed_everything, set_threads
+from c2am.io import InputError, run_stage
 from c2am.models.deeplab import MODEL_NAMES, build_deeplab, segmentation_loss
 from c2am.training import fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
@@ -119,17 +119,10 @@ def step(model, batch):
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     check_args(args)
-    dist = distributed.init_from_env(args.device)
-    try:
-        return train(args, dist)
-    finally:
-        distributed.cleanup()
+    return distributed.launch(train, args)
 
 
 def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
-    distributed.quiet_non_main(dist)
-    set_threads(distributed.threads_per_process(args.threads))
-    seed_everything(args.seed)
     manifest = Manifest.load(args.manifest)
     loader = make_loader(args, manifest, dist)
     log.info("train_deeplab: %s on %d '%s' images with %s labels, %d steps/epoch",

@@ -11,6 +11,7 @@ train whose GT scores the pseudo masks; ``train`` on VOC) and ``val``.
 
 from __future__ import annotations
 
+import functools
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -63,6 +64,12 @@ class Manifest:
     image_dir: str = "JPEGImages"
     mask_dir: str = "SegmentationClassAug"
     annotation_dir: str = "Annotations"
+    # Users' own data (c2am.data.folder, c2am.data.coco): the layout's reader, each image's file under root
+    # (empty: image_dir/<id>.jpg), the ids that have a GT mask (None: all) and whether GT boxes exist.
+    kind: str = "voc"
+    image_files: dict[str, str] = field(default_factory=dict)
+    masked: list[str] | None = None
+    has_boxes: bool = True
     source: Path | None = field(default=None, compare=False)
 
     # -- persistence
@@ -80,6 +87,10 @@ class Manifest:
                 image_dir=data["image_dir"],
                 mask_dir=data["mask_dir"],
                 annotation_dir=data["annotation_dir"],
+                kind=data.get("kind", "voc"),
+                image_files=dict(data.get("image_files", {})),
+                masked=None if data.get("masked") is None else list(data["masked"]),
+                has_boxes=bool(data.get("has_boxes", True)),
                 source=path,
             )
         except KeyError as e:
@@ -101,6 +112,10 @@ class Manifest:
                 "annotation_dir": self.annotation_dir,
                 "splits": self.splits,
                 "labels": self.labels,
+                "kind": self.kind,
+                "image_files": self.image_files,
+                "masked": self.masked,
+                "has_boxes": self.has_boxes,
             },
         )
 
@@ -116,7 +131,28 @@ class Manifest:
         return self.splits[split]
 
     def image_path(self, image_id: str) -> Path:
-        return self.root / self.image_dir / f"{image_id}.jpg"
+        name = self.image_files.get(image_id)
+        return self.root / name if name is not None else self.root / self.image_dir / f"{image_id}.jpg"
+
+    @functools.cached_property
+    def _masked(self) -> frozenset[str]:
+        return frozenset(self.masked or ())
+
+    def has_mask(self, image_id: str) -> bool:
+        """Whether the image has a GT mask (used for scoring only)."""
+        return self.masked is None or image_id in self._masked
+
+    def gt_ids(self, split: str) -> list[str]:
+        """The split's ids that have a GT mask, in split order: what scoring stages score."""
+        ids = self.ids(split)
+        return ids if self.masked is None else [i for i in ids if i in self._masked]
+
+    def require_gt_ids(self, split: str) -> list[str]:
+        """:meth:`gt_ids`, or an InputError when the split has no GT mask at all."""
+        ids = self.gt_ids(split)
+        if not ids:
+            raise InputError(f"{self.source}: split '{split}' has no ground-truth masks: nothing to score")
+        return ids
 
     def mask_path(self, image_id: str, mask_dir=None) -> Path:
         folder = Path(mask_dir) if mask_dir is not None else self.root / self.mask_dir
@@ -147,6 +183,8 @@ class Manifest:
 
     def gt_boxes(self, image_id: str) -> list[tuple[int, list[int]]]:
         """(class index, [x1, y1, x2, y2]) per object of the Annotations XML, 0-based inclusive pixels."""
+        if not self.has_boxes:
+            raise InputError(f"{self.source}: the dataset has no ground-truth boxes (kind {self.kind})")
         path = self.annotation_path(image_id)
         if not path.is_file():
             raise InputError(f"{path}: annotation not found")

@@ -1,4 +1,5 @@
-"""A real single-node SLURM cluster: the tiny DAG submitted through profiles/slurm, every job an sbatch job.
+"""A real single-node SLURM cluster: the tiny DAG submitted through profiles/slurm, every job an sbatch job;
+a training job cancelled or requeued mid-run resumes; a failed job's error line ends the terminal output.
 
 The module fixture starts munged, slurmctld and slurmd by hand (a config at /etc/slurm/slurm.conf, because the
 plugin's job step does not pass SLURM_CONF on) and stops them afterwards. Without slurmdbd there is no sacct, so
@@ -136,7 +137,7 @@ def cluster(tmp_path_factory):
             CONF.unlink()
 
 
-def test_profile(folder: Path) -> Path:
+def test_profile(folder: Path, **overrides) -> Path:
     """Overrides for this machine on top of profiles/slurm: no GPUs, one CPU and 1 GB per job, fast polling."""
     defaults = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
     profile = {
@@ -149,6 +150,7 @@ def test_profile(folder: Path) -> Path:
         "slurm-keep-successful-logs": True,
         "set-threads": {rule: 1 for rule in defaults["set-threads"]},
         "set-resources": {rule: {"gpu": 0, "mem_mb": 1000} for rule in defaults["set-resources"]},
+        **overrides,
     }
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(profile))
@@ -237,3 +239,112 @@ def test_tiny_dag_runs_through_a_real_slurm(cluster, tmp_path_factory):
     # the same DAG locally produced the same set of results
     assert sorted(p.name for p in (work / "results").glob("*.txt")) == \
         sorted(p.name for p in (local_work / "results").glob("*.txt"))
+
+
+def slurm_run(work: Path, profile: Path, *args: str) -> list[str]:
+    """The command of a run through profiles/slurm plus the test profile ``profile``, in ``work``."""
+    return [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--profile", str(ROOT / "profiles/slurm"),
+            "--profile", str(profile), *args]
+
+
+def venv_env() -> dict:
+    return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+
+
+def slurm_job_id(comment: str) -> str | None:
+    """The id of the queued or running SLURM job whose comment is ``comment`` (the plugin's rule_<name>)."""
+    out = subprocess.run(["squeue", "-h", "-t", "PD,R", "-o", "%i %k"], capture_output=True, text=True).stdout
+    return next((line.split()[0] for line in out.splitlines() if line.split()[1:] == [comment]), None)
+
+
+def two_epochs(config):
+    tiny(config)
+    config["c2am"]["train"]["epochs"] = 2
+
+
+_LOCAL_C2AM: dict = {}
+
+
+def local_c2am(tmp_path_factory) -> Path:
+    """Folder of an uninterrupted local run of train_c2am (2 epochs, 1 thread as on the test cluster); once."""
+    if "work" not in _LOCAL_C2AM:
+        work = tmp_path_factory.mktemp("c2am_local")
+        write_config(work / "tiny.yaml", two_epochs)
+        result = snakemake("--cores", "1", "artifacts/c2am/model.pt", "--configfile", "tiny.yaml", cwd=work)
+        assert result.returncode == 0, result.stderr[-3000:]
+        _LOCAL_C2AM["work"] = work
+    return _LOCAL_C2AM["work"]
+
+
+def job_state(job: str) -> str:
+    return subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+
+
+@needs_slurm
+@pytest.mark.parametrize("how", ["scancel", "requeue"])
+def test_a_training_job_ended_by_slurm_resumes_after_its_last_epoch(cluster, tmp_path_factory, how):
+    """Preemption or a time limit as SLURM deals it: the training job ends once its first epoch is written.
+
+    When ``artifacts/c2am/model.pt.resume`` (the state after epoch 1 of 2) appears, the job is either
+    cancelled (``scancel``: what a time limit or a cancelling preemption does; profiles/slurm's ``retries: 1``
+    makes Snakemake submit it again) or requeued by SLURM (``scontrol requeue``: what a preemption with
+    PreemptMode=REQUEUE does; the plugin waits for the same job, no retry). Either way the job that runs next
+    resumes after epoch 1, and weights and training log equal, byte for byte, those of an uninterrupted local
+    run with the same threads. Only train_c2am and what it needs run: the whole DAG is the test above.
+    """
+    target = "artifacts/c2am/model.pt"
+    local = local_c2am(tmp_path_factory)
+    work = tmp_path_factory.mktemp(f"c2am_slurm_{how}")
+    write_config(work / "tiny.yaml", two_epochs)
+    # retries as profiles/slurm sets them for the cancel; none for the requeue, which SLURM alone must handle
+    profile = test_profile(work / "test_profile", retries=1 if how == "scancel" else 0)
+    state = work / "artifacts/c2am/model.pt.resume"
+    with open(work / "snakemake.out", "w") as out:
+        proc = subprocess.Popen(slurm_run(work, profile, target, "--configfile", "tiny.yaml"), cwd=work,
+                                env=venv_env(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline, job = time.monotonic() + 600, None
+        while not state.is_file():  # the job id first (the job is running), then the end of epoch 1
+            assert proc.poll() is None, (work / "snakemake.out").read_text()[-3000:]
+            assert time.monotonic() < deadline, "train_c2am never finished its first epoch on SLURM"
+            job = job or slurm_job_id("rule_train_c2am")
+            time.sleep(0.05)
+        job = job or slurm_job_id("rule_train_c2am")
+        assert job, "no SLURM job for train_c2am"
+        if how == "scancel":
+            subprocess.run(["scancel", job], check=True)
+        else:  # SLURM holds a requeued job back (BeginTime, about 2 min); a test need not wait for that
+            subprocess.run(["scontrol", "requeue", job], check=True)
+            wait_for(lambda: job_state(job) == "PENDING", "requeued job", timeout=60)
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+        assert not (work / target).exists(), f"train_c2am had already finished: the {how} came too late"
+        proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = (work / "snakemake.out").read_text()
+    assert proc.returncode == 0, text[-4000:]
+    if how == "scancel":
+        assert f"SLURM-job '{job}' failed" in text and "Trying to restart job" in text
+    else:
+        assert "Trying to restart job" not in text
+    assert slurm_job_id("rule_train_c2am") is None
+    log = (work / "logs/train_c2am.log").read_text()
+    assert "resuming from artifacts/c2am/model.pt.resume after epoch 1/2" in log, log[-2000:]
+    assert not state.exists()
+    for name in (target, "artifacts/c2am/train_log.csv"):
+        assert (work / name).read_bytes() == (local / name).read_bytes(), f"{name} differs from the local run"
+
+
+@needs_slurm
+def test_a_failing_slurm_job_shows_its_error_line_last(cluster, tmp_path):
+    def edit(config):
+        config["dataset"].update(kind="voc", root="data/nowhere")
+
+    write_config(tmp_path / "bad.yaml", edit)
+    profile = test_profile(tmp_path / "test_profile")
+    result = subprocess.run(slurm_run(tmp_path, profile, "results/voc_miou.txt", "--configfile", "bad.yaml"),
+                            cwd=tmp_path, env=venv_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    tail = result.stderr.strip().splitlines()[-8:]  # the job ran on a SLURM node; its log is on the shared disk
+    assert any(line.strip().startswith("error: data/nowhere") for line in tail), "\n".join(tail)

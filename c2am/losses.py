@@ -62,10 +62,16 @@ def negative_loss(v_b: torch.Tensor, v_f: torch.Tensor) -> torch.Tensor:
 
 
 def c2am_loss(v_f: torch.Tensor, v_b: torch.Tensor, alpha: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Total loss and its three terms (detached) as {"pos_fg", "neg", "pos_bg"}; computed in float32."""
-    pos_fg = positive_loss(v_f, alpha)
-    neg = negative_loss(v_b, v_f)
-    pos_bg = positive_loss(v_b, alpha)
+    """Total loss and its three terms (detached) as {"pos_fg", "neg", "pos_bg"}; computed in float32.
+
+    Autocast is switched off here: in float16 the spacing of numbers just below 1 (4.9e-4) is about the clamp
+    margin, so the similarities, their ranks and -log(1 - s) would be quantised away under AMP.
+    """
+    with torch.autocast(v_f.device.type, enabled=False):
+        v_f, v_b = v_f.float(), v_b.float()
+        pos_fg = positive_loss(v_f, alpha)
+        neg = negative_loss(v_b, v_f)
+        pos_bg = positive_loss(v_b, alpha)
     parts = {"pos_fg": pos_fg.detach(), "neg": neg.detach(), "pos_bg": pos_bg.detach()}
     return pos_fg + neg + pos_bg, parts
 

@@ -209,3 +209,17 @@ def test_polarity_rule_border_bright_map_is_inverted():
     m = torch.arange(16, dtype=torch.float32).view(1, 4, 4) / 15
     frame = [0, 1, 2, 3, 4, 7, 8, 11, 12, 13, 14, 15]
     assert border_mean(m, 0.25) == pytest.approx(sum(frame) / 12 / 15)
+
+
+def test_loss_stays_float32_under_autocast():
+    """Under AMP the loss must not run in half precision (the clamp margin is about fp16's spacing below 1)."""
+    from c2am.losses import c2am_loss
+
+    torch.manual_seed(0)
+    v_f, v_b = torch.rand(6, 16), torch.rand(6, 16)
+    v_f_half, v_b_half = v_f.bfloat16(), v_b.bfloat16()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, parts = c2am_loss(v_f_half, v_b_half, 0.25)
+    exact, _ = c2am_loss(v_f_half.float(), v_b_half.float(), 0.25)  # same inputs, no autocast
+    assert loss.dtype == torch.float32 and all(p.dtype == torch.float32 for p in parts.values())
+    assert loss.item() == exact.item()

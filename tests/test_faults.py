@@ -187,6 +187,7 @@ def test_kill_9_then_the_same_command_ends_byte_identical(reference, tmp_path, s
     if stage == "train_c2am":  # the rerun does what was left: all but the jobs that may have finished before
         assert set(planned) - {"prepare_dataset", "train_classifier", "infer_cam"} <= set(jobs) <= set(planned)
     else:  # the forced stage was the killed run's first job, so nothing it planned was done
+        assert "prepare_dataset" not in planned, "code or config changed since the reference run: all reran"
         assert jobs == planned
     if stage in STAGE_LOGS:
         assert resumed_epoch(work / STAGE_LOGS[stage]) == 1, f"{stage} did not resume after epoch 1"

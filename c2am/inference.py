@@ -1,7 +1,9 @@
-"""Shared multi-scale + flip inference, the per-image loader, and each network's map of one image.
+"""Shared multi-scale + flip inference, the image loaders, and each network's maps.
 
-``foreground_map`` (C2AM), ``image_cams`` (classifier) and ``predict_probs`` (DeepLab) turn one 1 x 3 x H x W
-image in [0, 1] into that network's output at the image's size (docs/method.md §4-§6).
+``foreground_map(s)`` (C2AM), ``image_cams`` / ``batch_cams`` (classifier) and ``predict_probs(_batch)``
+(DeepLab) turn images in [0, 1] into that network's output at the image's size (docs/method.md §4-§6). A batch
+holds images of one size (:func:`size_batches`), so batching changes nothing but speed: on a GPU a batch of
+many images fills the device; on a CPU one image at a time (batch size 1, the default) is as fast.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def add_inference_args(parser) -> None:
     from c2am.shards import add_shard_arg
 
     parser.add_argument("--scales", type=float, nargs="+", help="image scales, each with its flip where used")
+    parser.add_argument("--batch-size", type=int, help="images of one size per forward pass (> 1 pays on a GPU)")
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast on CUDA")
     parser.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
     add_shard_arg(parser)
@@ -52,38 +55,47 @@ def _group_scales(size: tuple[int, int], scales: Sequence[float]) -> dict[tuple[
 
 
 @torch.no_grad()
-def multiscale_flip(
+def multiscale_flip_batch(
     forward: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
+    images: torch.Tensor,
     scales: Sequence[float],
     out_size: tuple[int, int] | None = None,
 ) -> torch.Tensor:
-    """Sum over scales of forward(image) + flip(forward(flip(image))), upsampled to ``out_size``; K x H x W.
+    """Per image of an N x 3 x H x W batch (one size): sum over scales of forward(x) + flip(forward(flip(x))),
+    upsampled to ``out_size``; N x K x H x W float32.
 
-    ``image``: 1x3xHxW float. Per distinct resized size, the image (bilinear, align_corners=False) and its
-    horizontal flip go through ``forward`` as one batch of 2; ``forward`` returns 2 x K x h x w maps (any h, w,
-    any float dtype). The flipped map is flipped back and added, the pair is upsampled bilinearly to
-    ``out_size`` (default H x W) and accumulated in float32. Only one scale's maps are alive at a time.
-    The result is not normalised: divide by the max (``normalize_by_max``) or by ``2 * len(scales)``.
+    Per distinct resized size, the N images (bilinear, align_corners=False) and their horizontal flips go through
+    ``forward`` as one batch of 2N; ``forward`` returns 2N x K x h x w maps (any h, w, any float dtype). The
+    flipped maps are flipped back and added, upsampled bilinearly to ``out_size`` (default H x W) and accumulated
+    in float32. Only one scale's maps are alive at a time. The result is not normalised: divide by the max
+    (``normalize_by_max``) or by ``2 * len(scales)``.
     """
-    if image.ndim != 4 or image.shape[0] != 1:
-        raise ValueError(f"multiscale_flip expects a 1x3xHxW image, got shape {tuple(image.shape)}")
+    if images.ndim != 4 or images.shape[0] < 1:
+        raise ValueError(f"multiscale_flip expects an N x 3 x H x W batch, got shape {tuple(images.shape)}")
     if not scales:
         raise ValueError("multiscale_flip needs at least one scale")
-    size = tuple(image.shape[-2:])
+    n = images.shape[0]
+    size = tuple(images.shape[-2:])
     out_size = tuple(out_size) if out_size is not None else size
     total = None
     for resized, count in _group_scales(size, scales).items():
-        x = image if resized == size else F.interpolate(image, size=resized, mode="bilinear", align_corners=False)
+        x = images if resized == size else F.interpolate(images, size=resized, mode="bilinear", align_corners=False)
         maps = forward(torch.cat([x, x.flip(-1)], dim=0))
-        if maps.ndim != 4 or maps.shape[0] != 2:
-            raise ValueError(f"forward must return 2 x K x h x w maps, got shape {tuple(maps.shape)}")
-        pair = (maps[0:1] + maps[1:2].flip(-1)).float()
+        if maps.ndim != 4 or maps.shape[0] != 2 * n:
+            raise ValueError(f"forward must return {2 * n} x K x h x w maps, got shape {tuple(maps.shape)}")
+        pair = (maps[:n] + maps[n:].flip(-1)).float()
         if tuple(pair.shape[-2:]) != out_size:
             pair = F.interpolate(pair, size=out_size, mode="bilinear", align_corners=False)
-        pair = pair[0] * count if count > 1 else pair[0]
+        pair = pair * count if count > 1 else pair
         total = pair if total is None else total.add_(pair)
     return total
+
+
+def multiscale_flip(forward, image: torch.Tensor, scales: Sequence[float], out_size=None) -> torch.Tensor:
+    """:func:`multiscale_flip_batch` of one 1 x 3 x H x W image: K x H x W."""
+    if image.ndim != 4 or image.shape[0] != 1:
+        raise ValueError(f"multiscale_flip expects a 1x3xHxW image, got shape {tuple(image.shape)}")
+    return multiscale_flip_batch(forward, image, scales, out_size)[0]
 
 
 def normalize_by_max(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -150,17 +162,53 @@ def iterate_images(
         yield image_id, pixels.numpy(), tensor
 
 
+def size_batches(manifest, ids: Sequence[str], batch_size: int) -> list[list[str]]:
+    """``ids`` cut into batches of at most ``batch_size`` images of one size (exact sizes: no padding, so a batch
+    computes what its images would alone). With batch_size 1 the order is kept; otherwise ids are grouped by
+    size, in manifest order within a size."""
+    if batch_size < 1:
+        raise InputError(f"--batch-size: must be >= 1, got {batch_size}")
+    if batch_size == 1:
+        return [[i] for i in ids]
+    from c2am.data.voc import image_size
+
+    by_size: dict[tuple[int, int], list[str]] = {}
+    for image_id in ids:
+        by_size.setdefault(image_size(manifest.image_path(image_id)), []).append(image_id)
+    return [group[k : k + batch_size] for group in by_size.values() for k in range(0, len(group), batch_size)]
+
+
+def iterate_batches(manifest, batches: list[list[str]], device, num_workers: int = 0):
+    """Yield ``(ids, uint8 images, N x 3 x H x W float tensor on device)`` per batch of :func:`size_batches`.
+
+    Decoding runs in DataLoader workers (see :func:`iterate_images`); host-to-device copies are asynchronous
+    from pinned memory on CUDA, so they overlap the previous batch's compute.
+    """
+    flat = [i for batch in batches for i in batch]
+    images = iterate_images(manifest, flat, device, num_workers)
+    for batch in batches:
+        items = [next(images) for _ in batch]
+        yield [i for i, _, _ in items], [p for _, p, _ in items], torch.cat([t for _, _, t in items], dim=0)
+
+
 # ----------------------------------------------------------------------------- each network's maps
 
 
-def foreground_map(model, inverted: bool, image: torch.Tensor, scales, amp: bool) -> np.ndarray:
-    """C2AM: H x W float32 foreground map in [0, 1] (P, or 1 - P when ``inverted``), max-normalised."""
+def foreground_maps(model, inverted: bool, images: torch.Tensor, scales, amp: bool) -> list[np.ndarray]:
+    """C2AM: per image of a batch, the H x W float32 foreground map in [0, 1] (P, or 1 - P when ``inverted``),
+    max-normalised."""
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(x.device, amp):
             return model.foreground_map(x, inverted).float()
 
-    return normalize_by_max(multiscale_flip(forward, image, scales))[0].cpu().numpy()
+    summed = multiscale_flip_batch(forward, images, scales)
+    return [normalize_by_max(one)[0].cpu().numpy() for one in summed]
+
+
+def foreground_map(model, inverted: bool, image: torch.Tensor, scales, amp: bool) -> np.ndarray:
+    """:func:`foreground_maps` of one 1 x 3 x H x W image."""
+    return foreground_maps(model, inverted, image, scales, amp)[0]
 
 
 @torch.no_grad()
@@ -179,8 +227,28 @@ def image_cams(model, image: torch.Tensor, classes, scales, amp: bool) -> torch.
 
 
 @torch.no_grad()
+def batch_cams(model, images: torch.Tensor, classes: list, scales, amp: bool) -> list[torch.Tensor]:
+    """:func:`image_cams` of each image of a batch (``classes``: one list per image): every class's CAM goes
+    through the scales and flips, then each image keeps its own classes."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, amp):
+            return model.cams(x)
+
+    summed = multiscale_flip_batch(forward, images, scales)
+    return [normalize_by_max(one[[c - 1 for c in own]]) for one, own in zip(summed, classes)]
+
+
+@torch.no_grad()
 def predict_probs(model, image: torch.Tensor, scales: Sequence[float], flip: bool, amp: bool = False) -> torch.Tensor:
     """DeepLab: mean softmax over ``scales`` (and their flips with ``flip``) at the image size, C x H x W float32."""
+    return predict_probs_batch(model, image, scales, flip, amp)[0]
+
+
+@torch.no_grad()
+def predict_probs_batch(model, images: torch.Tensor, scales: Sequence[float], flip: bool, amp: bool = False):
+    """:func:`predict_probs` of each image of an N x 3 x H x W batch: N x C x H x W float32."""
+    image = images
     size = tuple(image.shape[-2:])
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -188,7 +256,7 @@ def predict_probs(model, image: torch.Tensor, scales: Sequence[float], flip: boo
             return torch.softmax(model(x).float(), dim=1)
 
     if flip:
-        return multiscale_flip(forward, image, scales, out_size=size) / (2 * len(scales))
+        return multiscale_flip_batch(forward, image, scales, out_size=size) / (2 * len(scales))
     total = None
     for s in scales:
         resized = scaled_size(size, s)
@@ -196,5 +264,5 @@ def predict_probs(model, image: torch.Tensor, scales: Sequence[float], flip: boo
         p = forward(x)
         if tuple(p.shape[-2:]) != size:
             p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
-        total = p[0] if total is None else total.add_(p[0])
+        total = p if total is None else total.add_(p)
     return total / len(scales)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from c2am import defaults
 from c2am.artifacts import save_map
 from c2am.data.voc import Manifest
-from c2am.inference import add_inference_args, check_scales, foreground_map, iterate_images
+from c2am.inference import add_inference_args, check_scales, foreground_maps, iterate_batches, size_batches
 from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.c2am_net import load_c2am
 from c2am.shards import select_shard
@@ -53,9 +53,12 @@ def main(argv=None) -> None:
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     log.info("C2AM maps: %d images, scales %s, inverted=%s, on %s", len(ids), args.scales, inverted, device)
-    images = iterate_images(manifest, ids, device, num_workers=args.workers)
-    for image_id, _, image in tqdm(images, total=len(ids), desc="c2am maps", mininterval=1.0):
-        save_map(out_dir / f"{image_id}.npy", foreground_map(model, inverted, image, args.scales, args.amp))
+    batches = size_batches(manifest, ids, args.batch_size)
+    with tqdm(total=len(ids), desc="c2am maps", mininterval=1.0) as bar:
+        for batch_ids, _, images in iterate_batches(manifest, batches, device, args.workers):
+            for image_id, fmap in zip(batch_ids, foreground_maps(model, inverted, images, args.scales, args.amp)):
+                save_map(out_dir / f"{image_id}.npy", fmap)
+            bar.update(len(batch_ids))
     log.info("wrote %d maps to %s", len(ids), out_dir)
 
 

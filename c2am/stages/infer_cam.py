@@ -16,7 +16,7 @@ from tqdm import tqdm
 from c2am import defaults
 from c2am.artifacts import save_cams
 from c2am.data.voc import Manifest
-from c2am.inference import add_inference_args, check_scales, image_cams, iterate_images
+from c2am.inference import add_inference_args, batch_cams, check_scales, image_cams, iterate_batches, size_batches
 from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.classifier import load_classifier
 from c2am.shards import select_shard
@@ -46,9 +46,17 @@ def main(argv=None) -> None:
     labels = manifest.image_labels(args.split)
     ids = select_shard(manifest.ids(args.split), args.shard)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for image_id, _, image in tqdm(iterate_images(manifest, ids, device, args.workers), total=len(ids), desc="CAMs"):
-        cams = image_cams(model, image, labels[image_id], args.scales, args.amp)
-        save_cams(args.out_dir / f"{image_id}.npz", labels[image_id], cams.cpu().numpy())
+    batches = size_batches(manifest, ids, args.batch_size)
+    with tqdm(total=len(ids), desc="CAMs", mininterval=1.0) as bar:
+        for batch_ids, _, images in iterate_batches(manifest, batches, device, args.workers):
+            classes = [labels[i] for i in batch_ids]
+            if len(batch_ids) == 1:  # one image: only its own classes go through the scales
+                cams = [image_cams(model, images, classes[0], args.scales, args.amp)]
+            else:
+                cams = batch_cams(model, images, classes, args.scales, args.amp)
+            for image_id, own, image_cam in zip(batch_ids, classes, cams):
+                save_cams(args.out_dir / f"{image_id}.npz", own, image_cam.cpu().numpy())
+            bar.update(len(batch_ids))
     log.info("wrote %d CAM files to %s", len(ids), args.out_dir)
 
 

@@ -19,7 +19,7 @@ from c2am import defaults
 from c2am.artifacts import save_labels
 from c2am.crf import SOFTMAX_CRF, add_crf_args, crf_args, crf_from_probs
 from c2am.data.voc import Manifest
-from c2am.inference import add_inference_args, check_scales, iterate_images, predict_probs
+from c2am.inference import add_inference_args, check_scales, iterate_batches, predict_probs_batch, size_batches
 from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.deeplab import load_deeplab
 from c2am.parallel import map_items
@@ -72,16 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     crf_params = crf_args(args, SOFTMAX_CRF)
 
     crf_jobs: list[tuple] = []
-    images = iterate_images(manifest, ids, device, num_workers=args.workers)
-    for image_id, pixels, tensor in tqdm(images, total=len(ids), desc="deeplab predict", mininterval=1.0):
-        probs = predict_probs(model, tensor, args.scales, args.flip, args.amp)
-        if not args.crf:
-            save_labels(out_dir / f"{image_id}.png", probs.argmax(dim=0).to(torch.uint8).cpu().numpy())
-            continue
-        # float16 halves what travels to the CRF workers; the CRF takes logs of clipped values anyway.
-        crf_jobs.append((image_id, pixels, probs.cpu().numpy().astype(np.float16), crf_params))
+    batches = size_batches(manifest, ids, args.batch_size)
+    bar = tqdm(total=len(ids), desc="deeplab predict", mininterval=1.0)
+    for batch_ids, batch_pixels, images in iterate_batches(manifest, batches, device, args.workers):
+        for image_id, pixels, probs in zip(batch_ids, batch_pixels,
+                                           predict_probs_batch(model, images, args.scales, args.flip, args.amp)):
+            if not args.crf:
+                save_labels(out_dir / f"{image_id}.png", probs.argmax(dim=0).to(torch.uint8).cpu().numpy())
+                continue
+            # float16 halves what travels to the CRF workers; the CRF takes logs of clipped values anyway.
+            crf_jobs.append((image_id, pixels, probs.cpu().numpy().astype(np.float16), crf_params))
         if len(crf_jobs) >= CRF_CHUNK:
             run_crf_jobs(crf_jobs, out_dir, threads)
+        bar.update(len(batch_ids))
+    bar.close()
     run_crf_jobs(crf_jobs, out_dir, threads)
     log.info("infer_deeplab: wrote %d predictions to %s (scales %s, flip %s, crf %s)",
              len(ids), out_dir, args.scales, args.flip, args.crf)

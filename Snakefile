@@ -38,20 +38,19 @@ if SHARDS > 1:
 
 include: "workflow/rules/report.smk"
 
+include: "workflow/rules/predict.smk"
 
 rule all:
+# Every product, and the scores the data allows (default_targets, workflow/rules/common.smk).
     default_target: True
     input:
-        "results/c2am_maps.txt",
-        "results/c2am_boxes.txt",
-        "results/classifier.txt",
-        "results/pseudo_masks.txt",
-        "results/voc_miou.txt",
+        default_targets(),
         rules.visualize.output,
 
 
 onsuccess:
-    sys.path.insert(0, workflow.basedir)  # the c2am package beside this file, whatever env runs Snakemake
+    # the c2am package beside this file, whatever env runs Snakemake
+    sys.path.insert(0, workflow.basedir)
     from c2am.summary import summarize
 
     print(summarize("."))

@@ -106,6 +106,13 @@ def crf_from_probs(image: np.ndarray, probs: np.ndarray, softmax_scale: float = 
     return _pairwise_inference(crf, np.ascontiguousarray(image), n, h, w, **{**PAIRWISE, **pairwise})
 
 
+def crf_probs_job(job: tuple) -> tuple[str, np.ndarray]:
+    """``(id, image, probs, params) -> (id, uint8 labels)``: :func:`crf_from_probs` as a top-level (picklable) task
+    for :func:`c2am.parallel.map_items` (the stages that predict with DeepLab CRF many images on several processes)."""
+    image_id, image, probs, params = job
+    return image_id, crf_from_probs(image, np.asarray(probs, dtype=np.float32), **params).astype(np.uint8)
+
+
 def crf_present_labels(image: np.ndarray, labels: np.ndarray, **crf) -> np.ndarray:
     """Label CRF over background + the classes present in ``labels``; uint8 H x W in the original indices.
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from c2am.artifacts import IGNORE
 from c2am.io import InputError, atomic_path, voc_palette
-from c2am.summary import variant_title
+from c2am.summary import NOT_SCORED, variant_title
 
 log = logging.getLogger("c2am.figures")
 
@@ -161,7 +161,7 @@ def boxes_figure(manifest, ids: list[str], boxes: dict, boxes_path: Path):
         if image_id not in boxes:
             raise InputError(f"{boxes_path}: no entry for image {image_id}")
         ax.imshow(manifest.load_image(image_id))
-        gt_boxes = manifest.gt_boxes(image_id)
+        gt_boxes = manifest.gt_boxes(image_id) if manifest.has_boxes else []  # a folder dataset has none
         for cls, (x1, y1, x2, y2) in gt_boxes:
             # inclusive pixel indices: the box edge runs along the outer pixel borders
             ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1 + 1, y2 - y1 + 1, fill=False,
@@ -175,8 +175,8 @@ def boxes_figure(manifest, ids: list[str], boxes: dict, boxes_path: Path):
             x1, y1, x2, y2 = box
             ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1 + 1, y2 - y1 + 1, fill=False,
                                    edgecolor="red", linewidth=1.5, linestyle="--"))
-            best = max((box_iou(box, b) for _, b in gt_boxes), default=0.0)
-            title = f"IoU {best:.2f}" + (" ✓" if best >= 0.5 else "")
+            best = max((box_iou(box, b) for _, b in gt_boxes), default=None)
+            title = "no GT box" if best is None else f"IoU {best:.2f}" + (" ✓" if best >= 0.5 else "")
         ax.set_title(f"{image_id}: {title}", fontsize=7)
     fig.suptitle("C2AM class-agnostic box (red, dashed) vs GT boxes (green)", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.96))
@@ -323,21 +323,77 @@ def by_class_rows(series: list[tuple[str, dict]], classes: list[str]) -> list[li
     return [[name, scores.get("miou"), *[scores["iou"].get(c) for c in classes]] for name, scores in series]
 
 
-def tables_page(scores: list[tuple[str, Path]], pseudo: dict, pseudo_path: Path,
-                val_series_: list[tuple[str, dict]], classes: list[str]) -> str:
+def tables_page(scores: list[tuple[str, Path]], pseudo: dict | None, pseudo_path: Path | None,
+                val_series_: list[tuple[str, dict]] | None, classes: list[str]) -> str:
+    """The metric tables; ``pseudo`` / ``val_series_`` None (a split without GT masks) say "not scored"."""
     from html import escape
 
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><style>{TABLE_STYLE}</style></head><body>"]
     for name, path in scores:
         parts.append(html_table(f"{name} ({path.name})", ["metric", "value"], score_txt_rows(path)))
     header = ["variant", "mIoU", *classes]
-    series = [(variant_title(n, symbol="τ"), v) for n, v in variants_of(pseudo, pseudo_path).items()]
-    parts.append(html_table(f"Pseudo masks: IoU (%) on split '{pseudo.get('split', '?')}'", header,
-                            by_class_rows(series, classes)))
-    sweep = pseudo["tau_sweep"]
-    parts.append(html_table("CAM-only threshold sweep (the best tau is oracle-tuned)", ["tau", "mIoU"],
-                            [[t, m] for t, m in zip(sweep["tau"], sweep["miou"])]))
-    parts.append(html_table("Final model: IoU (%) on val", ["model", "mIoU", *classes],
-                            by_class_rows(val_series_, classes)))
+    if pseudo is None:  # no GT masks in the pseudo_eval split
+        parts.append(f"<h3>Pseudo masks</h3><p>{escape(NOT_SCORED)}</p>")
+    else:
+        series = [(variant_title(n, symbol="τ"), v) for n, v in variants_of(pseudo, pseudo_path).items()]
+        parts.append(html_table(f"Pseudo masks: IoU (%) on split '{pseudo.get('split', '?')}'", header,
+                                by_class_rows(series, classes)))
+        sweep = pseudo["tau_sweep"]
+        parts.append(html_table("CAM-only threshold sweep (the best tau is oracle-tuned)", ["tau", "mIoU"],
+                                [[t, m] for t, m in zip(sweep["tau"], sweep["miou"])]))
+    if val_series_ is None:  # no GT masks in the val split
+        parts.append(f"<h3>Final model on val</h3><p>{escape(NOT_SCORED)}</p>")
+    else:
+        parts.append(html_table("Final model: IoU (%) on val", ["model", "mIoU", *classes],
+                                by_class_rows(val_series_, classes)))
     parts.append(f"<p>{escape('IoU in percent; — marks a class absent from both GT and prediction.')}</p>")
     return "".join(parts) + "</body></html>\n"
+
+
+# ----------------------------------------------------------------------------- placeholders and new images
+
+
+def not_scored_figure(title: str, reason: str = NOT_SCORED):
+    """A small figure that says why a score figure has no numbers (a split without GT masks)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 1.6))
+    ax.set_axis_off()
+    ax.text(0.5, 0.62, title, ha="center", va="center", fontsize=10, transform=ax.transAxes)
+    ax.text(0.5, 0.3, reason, ha="center", va="center", fontsize=12, color="tab:gray", transform=ax.transAxes)
+    return fig
+
+
+OVERLAY_ALPHA = 0.55  # weight of the class colour over the image, on the predicted objects
+
+
+def prediction_overlay(image: np.ndarray, labels: np.ndarray, classes: list[str]) -> np.ndarray:
+    """The image (H x W x 3 uint8) with its predicted classes blended in (background left as it is), and a legend
+    of the classes it shows in the top right corner; H x W x 3 uint8, the image's size exactly."""
+    plt = pyplot()
+    h, w = labels.shape
+    if image.shape[:2] != (h, w):
+        raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
+    shown = labels != 0
+    blend = image.astype(np.float32)
+    blend[shown] = (1 - OVERLAY_ALPHA) * blend[shown] + OVERLAY_ALPHA * colorize(labels)[shown]
+    fig = plt.figure(figsize=(w / DPI, h / DPI), dpi=DPI)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.imshow(blend.astype(np.uint8), interpolation="nearest", aspect="auto")
+    handles = legend_handles(classes)  # classes, then ignore / uncertain
+    present = [int(c) for c in np.unique(labels) if 0 < c < len(classes) or c == IGNORE]
+    entries = [handles[c] if c != IGNORE else handles[-1] for c in present]
+    if not entries:
+        from matplotlib.patches import Patch
+
+        entries = [Patch(facecolor="none", edgecolor="none", label=f"{classes[0]} only")]
+    ax.legend(handles=entries, loc="upper right", fontsize=max(4.0, min(11.0, min(h, w) / 22)), framealpha=0.75,
+              borderpad=0.3, handlelength=1.0, handletextpad=0.4, labelspacing=0.2)
+    fig.canvas.draw()
+    rgb = np.asarray(fig.canvas.buffer_rgba())[..., :3]
+    plt.close(fig)
+    # Agg rounds the canvas to whole pixels: crop, or repeat the last row/column, to the exact image size.
+    rgb = rgb[:h, :w]
+    if rgb.shape[:2] != (h, w):
+        rgb = np.pad(rgb, ((0, h - rgb.shape[0]), (0, w - rgb.shape[1]), (0, 0)), mode="edge")
+    return np.ascontiguousarray(rgb)

@@ -49,8 +49,9 @@ def _score_chunk(task: tuple) -> ConfusionMatrix:
 
 
 def score_folder(manifest, split: str, pred_dir, gt_dir=None, threads: int = 1) -> ConfusionMatrix:
-    """Confusion counts of ``<pred_dir>/<id>.png`` against the GT masks over the split's ids."""
-    ids = manifest.ids(split)
+    """Confusion counts of ``<pred_dir>/<id>.png`` against the GT masks over the split's ids that have one
+    (all of them, unless the dataset has masks for some images only; none is an InputError)."""
+    ids = manifest.require_gt_ids(split) if gt_dir is None else manifest.ids(split)
     check_predictions_exist(pred_dir, ids, split)
     gt_dir = None if gt_dir is None else str(gt_dir)
     tasks = [(manifest, chunk, str(pred_dir), gt_dir) for chunk in _chunks(ids)]
@@ -73,8 +74,9 @@ def _sweep_chunk(task: tuple) -> np.ndarray:
 
 
 def sweep_confusions(manifest, split: str, cams_dir: Path, taus: list[float], threads: int) -> list[ConfusionMatrix]:
-    """One ConfusionMatrix per constant tau of the CAM-only labels (argmax over [tau, CAMs]) over the split."""
-    ids = manifest.ids(split)
+    """One ConfusionMatrix per constant tau of the CAM-only labels (argmax over [tau, CAMs]) over the split's
+    images that have a GT mask."""
+    ids = manifest.require_gt_ids(split)
     missing = [i for i in ids if not (Path(cams_dir) / f"{i}.npz").is_file()]
     if missing:
         raise InputError(f"{cams_dir}: {len(missing)} of {len(ids)} CAM files missing, e.g. {missing[0]}.npz")

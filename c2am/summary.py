@@ -6,7 +6,11 @@ Reads what the run left in its working directory and prints:
 - the final val mIoU (``results/voc_miou.txt``) and, when ``results/fully_supervised_miou.txt`` exists, the fully
   supervised reference and the weak/full ratio;
 - the wall time of each stage from its ``benchmarks/<rule>.tsv`` (Snakemake benchmark format, column ``s``; the
-  mean over repeats), in DAG order, and their sum.
+  mean over repeats), in DAG order, and their sum;
+- the number of new images predicted (``results/predict/``), when the run predicted any.
+
+A split whose images have no GT mask (``artifacts/dataset/manifest.json``: a folder dataset) is shown as
+"no ground truth: not scored"; one with masks for some images says how many were scored.
 
 A file that is absent (a run that stopped at an earlier target) is shown as ``—``; one that cannot be read is
 named with the reason. Only the standard library is used, so that the Snakemake process can import this module
@@ -22,12 +26,13 @@ import sys
 from pathlib import Path
 
 MISSING = "—"
+NOT_SCORED = "no ground truth: not scored"  # a split without GT masks (users' own data), here and in the report
 WIDTH = 46  # label column
 # Rule names in DAG order; a benchmark file is <rule>.tsv or <rule>_<wildcards>.tsv.
 STAGE_ORDER = (
     "prepare_dataset", "train_c2am", "infer_c2am", "extract_cues", "eval_c2am", "c2am_boxes", "train_classifier",
     "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
-    "visualize",
+    "visualize", "predict",
 )
 # What people read for each pseudo-label variant, here and in the figures (c2am.figures).
 VARIANT_TITLES = {
@@ -65,13 +70,35 @@ def read_miou_txt(path: Path) -> float | None:
         raise Unreadable(f"{path}: first line {first!r} is not 'mIoU: <number>'") from None
 
 
-def pseudo_lines(path: Path) -> list[str]:
+def ground_truth(workdir: Path) -> dict[str, tuple[int, int]] | None:
+    """Per split role, (images with a GT mask, images), from the run's manifest; None without a readable one."""
+    try:
+        data = json.loads((workdir / "artifacts" / "dataset" / "manifest.json").read_text())
+        masked = None if data.get("masked") is None else set(data["masked"])
+        return {role: (len(ids) if masked is None else sum(i in masked for i in ids), len(ids))
+                for role, ids in data["splits"].items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def unscored(gt: dict | None, role: str) -> bool:
+    """Whether the manifest says that no image of ``role`` has a GT mask."""
+    return gt is not None and gt.get(role, (1, 1))[0] == 0
+
+
+def image_count(n, total) -> str:
+    return f"{n} images" if total in (None, n) else f"{n} of {total} images, those with a GT mask"
+
+
+def pseudo_lines(path: Path, gt: dict | None = None) -> list[str]:
     if not path.is_file():
-        return ["Pseudo masks (mIoU %):", row("results/pseudo_masks.json", MISSING)]
+        value = NOT_SCORED if unscored(gt, "pseudo_eval") else MISSING
+        return ["Pseudo masks (mIoU %):", row("results/pseudo_masks.json", value)]
     try:
         report = json.loads(path.read_text())
         variants = report["variants"]
-        head = f"Pseudo masks (mIoU %, split '{report.get('split', '?')}', {report.get('num_images', '?')} images):"
+        count = image_count(report.get("num_images", "?"), report.get("split_images"))
+        head = f"Pseudo masks (mIoU %, split '{report.get('split', '?')}', {count}):"
         lines = [head]
         for name, v in variants.items():
             tau = f" {v['tau']:.2f}" if isinstance(v.get("tau"), (int, float)) else ""
@@ -91,14 +118,18 @@ def trained_on(results: Path) -> str:
         return "pseudo labels"
 
 
-def final_lines(results: Path) -> list[str]:
+def final_lines(results: Path, gt: dict | None = None) -> list[str]:
     lines = ["Final model (val mIoU %):"]
     try:
         weak = read_miou_txt(results / "voc_miou.txt")
         full = read_miou_txt(results / "fully_supervised_miou.txt")
     except Unreadable as e:
         return lines + [row("results", f"unreadable ({e})")]
+    if weak is None and unscored(gt, "val"):
+        return lines + [row("DeepLab (val predictions in artifacts/deeplab/)", NOT_SCORED)]
     lines.append(row(f"DeepLab on {trained_on(results)}", MISSING if weak is None else f"{weak:.2f}"))
+    if weak is not None and gt is not None and "val" in gt and gt["val"][0] != gt["val"][1]:
+        lines.append(row("scored on", image_count(*gt["val"])))
     if full is not None:
         lines.append(row("DeepLab on GT (fully supervised)", f"{full:.2f}"))
         ratio = MISSING if weak is None or full == 0 else f"{weak / full:.3f}"
@@ -144,16 +175,28 @@ def timing_lines(benchmarks: Path) -> list[str]:
     return lines
 
 
+def predict_lines(results: Path) -> list[str]:
+    """The new images predicted (results/predict/), when there are any."""
+    masks = results / "predict" / "masks"
+    if not masks.is_dir():
+        return []
+    n = sum(1 for p in masks.glob("*.png"))
+    return ["New images (results/predict/):", row("masks and overlays", str(n))]
+
+
 def summarize(workdir) -> str:
     """The run summary table of a working directory, as text ending in a newline."""
     workdir = Path(workdir)
     results = workdir / "results"
+    gt = ground_truth(workdir)
     sections = [
         ["c2am-wsss run summary"],
-        pseudo_lines(results / "pseudo_masks.json"),
-        final_lines(results),
+        pseudo_lines(results / "pseudo_masks.json", gt),
+        final_lines(results, gt),
+        predict_lines(results),
         timing_lines(workdir / "benchmarks"),
     ]
+    sections = [s for s in sections if s]
     return "\n".join("\n".join(s) for s in sections) + "\n"
 
 

@@ -14,7 +14,8 @@ from c2am import defaults
 from tests.test_workflow import snakemake
 
 # Not settings of the computation: the rule's threads (a resource), and which inputs the job reads.
-NOT_HYPERPARAMETERS = {"threads", "gt_labels", "labels_dir", "compare_dir", "variant", "train_log", "score_txt"}
+NOT_HYPERPARAMETERS = {"threads", "gt_labels", "labels_dir", "compare_dir", "variant", "train_log", "score_txt",
+                       "pseudo_json", "val_json"}
 
 
 def stage_parser(module) -> argparse.ArgumentParser:
@@ -41,7 +42,7 @@ def stage_parser(module) -> argparse.ArgumentParser:
 @pytest.fixture(scope="module")
 def commands(tmp_path_factory):
     work = tmp_path_factory.mktemp("defaults")
-    result = snakemake("-n", "-p", "all", "results/fully_supervised_miou.txt", cwd=work)
+    result = snakemake("-n", "-p", "all", "results/fully_supervised_miou.txt", "predict", cwd=work)
     assert result.returncode == 0, result.stderr
     found = []
     for line in (result.stdout + result.stderr).splitlines():
@@ -56,7 +57,7 @@ def test_every_stage_rule_is_checked(commands):
     assert {name for name, _ in commands} >= {
         "prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues", "eval_c2am", "c2am_boxes",
         "train_classifier", "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab",
-        "infer_deeplab", "evaluate", "visualize"}
+        "infer_deeplab", "evaluate", "visualize", "predict"}
 
 
 def test_what_the_dag_passes_is_each_stage_default(commands):

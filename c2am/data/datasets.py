@@ -89,11 +89,12 @@ class ClassificationDataset(Dataset):
 
 
 class SegmentationDataset(Dataset):
-    """(image, mask as int64 HxW). ``mask_dir`` points at pseudo labels instead of the GT masks."""
+    """(image, mask as int64 HxW). ``mask_dir`` points at pseudo labels instead of the GT masks; ``ids`` (default:
+    the split's) restricts it, e.g. to the images that have a GT mask."""
 
-    def __init__(self, manifest: Manifest, split: str, transform=None, mask_dir=None):
+    def __init__(self, manifest: Manifest, split: str, transform=None, mask_dir=None, ids=None):
         self.manifest = manifest
-        self.ids = manifest.ids(split)
+        self.ids = list(manifest.ids(split) if ids is None else ids)
         self.transform = transform or _TO_FLOAT
         self.mask_dir = mask_dir
 

@@ -2,7 +2,9 @@
 
 Box of an image = bounding box of the largest 8-connected region of map > tau, as 0-based inclusive
 pixel coordinates [x1, y1, x2, y2] (null when no pixel exceeds tau; such an image counts as a miss).
-GT-known localisation = share of images whose box has IoU >= 0.5 with any GT box (Annotations XML).
+GT-known localisation = share of images whose box has IoU >= 0.5 with any GT box (Annotations XML), over the
+images that have a GT box (a COCO image may have none; a folder dataset has no boxes at all: the report then says
+``gt_known_loc: no ground truth: not scored``, and the boxes are written all the same).
 ``--tau otsu`` / ``otsu3`` take the two- / three-class Otsu threshold over the split's pooled map histogram
 (no GT; c2am.thresholds, docs/method.md §4).
 A tau sweep follows in the text report, labelled oracle: it is chosen on the scored split.
@@ -21,9 +23,10 @@ import numpy as np
 from c2am import defaults
 from c2am.artifacts import load_map, require_files, save_boxes
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage, save_text, set_threads
+from c2am.io import run_stage, save_text, set_threads
 from c2am.metrics import box_hit, largest_component_box
 from c2am.parallel import map_items
+from c2am.summary import NOT_SCORED
 from c2am.thresholds import DATASET_METHODS, parse_threshold, resolve_threshold
 
 log = logging.getLogger("c2am.c2am_boxes")
@@ -47,21 +50,27 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def boxes_for_image(image_id: str, manifest: Manifest, maps_dir: Path, taus: tuple[float, ...]) -> dict:
-    """Boxes at every tau in ``taus`` and their hits against the image's GT boxes."""
+    """Boxes at every tau in ``taus`` and their hits against the image's GT boxes (None: no GT box to score)."""
     fmap = load_map(maps_dir / f"{image_id}.npy")
-    gt = [b for _, b in manifest.gt_boxes(image_id)]
-    if not gt:
-        raise InputError(f"{manifest.annotation_path(image_id)}: no object boxes to score against")
+    gt = [b for _, b in manifest.gt_boxes(image_id)] if manifest.has_boxes else []
     boxes = [largest_component_box(fmap > t) for t in taus]
-    return {"boxes": boxes, "hits": [box_hit(b, gt) for b in boxes]}
+    return {"boxes": boxes, "hits": [box_hit(b, gt) for b in boxes] if gt else None}
 
 
-def format_report(acc: float, tau: float, method: str, n: int, empty: int, sweep: dict[float, float]) -> str:
-    best = max(sweep, key=sweep.get)
-    lines = [
-        f"gt_known_loc: {acc:.4f}",
+def format_report(acc: float | None, tau: float, method: str, n: int, empty: int, sweep: dict[float, float],
+                  scored: int | None = None) -> str:
+    """The text report; ``acc`` None: no image has a GT box (the first line says not scored)."""
+    head = [
+        f"gt_known_loc: {NOT_SCORED}" if acc is None else f"gt_known_loc: {acc:.4f}",
         f"tau: {tau:.4f} (method {method}, chosen from the maps without GT)",
         f"images: {n}  without any pixel above tau: {empty}",
+    ]
+    if scored is not None and scored != n:
+        head.append(f"images with a GT box (scored): {scored}")
+    if acc is None:
+        return "\n".join(head) + "\n"
+    best = max(sweep, key=sweep.get)
+    lines = head + [
         f"oracle tau (chosen on this split's GT): {best:.2f}  oracle gt_known_loc: {sweep[best]:.4f}",
         "oracle sweep (tau: gt_known_loc): " + ", ".join(f"{t:.2f}: {v:.4f}" for t, v in sweep.items()),
     ]
@@ -80,11 +89,12 @@ def main(argv=None) -> dict:
     fn = partial(boxes_for_image, manifest=manifest, maps_dir=maps_dir, taus=taus)
     results = map_items(fn, ids, threads=args.threads, desc="c2am boxes")
     boxes = {i: r["boxes"][0] for i, r in zip(ids, results)}
-    acc = float(np.mean([r["hits"][0] for r in results]))
-    sweep = {t: float(np.mean([r["hits"][k + 1] for r in results])) for k, t in enumerate(SWEEP)}
+    hits = [r["hits"] for r in results if r["hits"] is not None]
+    acc = float(np.mean([h[0] for h in hits])) if hits else None
+    sweep = {t: float(np.mean([h[k + 1] for h in hits])) for k, t in enumerate(SWEEP)} if hits else {}
     empty = sum(b is None for b in boxes.values())
     save_boxes(args.out_json, boxes)
-    text = format_report(acc, tau, method, len(ids), empty, sweep)
+    text = format_report(acc, tau, method, len(ids), empty, sweep, scored=len(hits))
     save_text(args.out_txt, text)
     sys.stderr.write(text)
     return {"gt_known_loc": acc, "tau": tau, "method": method, "oracle_sweep": sweep}

@@ -124,7 +124,7 @@ def main(argv=None) -> dict:
     manifest = Manifest.load(args.manifest)
     maps_dir, cues_dir = Path(args.maps_dir), Path(args.cues_dir)
     record = check_record(load_json(args.threshold_json), args.threshold_json)
-    ids = manifest.ids(args.split)
+    ids = manifest.require_gt_ids(args.split)  # the images with a GT mask (all, unless a folder dataset's subset)
     crf = crf_args(args)
 
     fn = partial(score_image, manifest=manifest, maps_dir=maps_dir, cues_dir=cues_dir, record=record,

@@ -99,7 +99,8 @@ def main(argv=None) -> None:
     save_text(args.out_txt, format_report(rows))
     save_json(args.out_json, {
         "split": args.split,
-        "num_images": len(manifest.ids(args.split)),
+        "num_images": len(manifest.gt_ids(args.split)),  # the images with a GT mask: those scored
+        "split_images": len(manifest.ids(args.split)),
         "cams_dir": str(args.cams_dir),
         "variants": variants,
         "tau_sweep": {"tau": sweep, "miou": [100.0 * m for m in sweep_miou]},

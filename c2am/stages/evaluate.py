@@ -6,6 +6,9 @@ Outputs (written atomically):
   both GT and predictions is written ``nan`` and left out of the mean;
 - JSON: the same numbers (unrounded percent, ``null`` for absent classes), the class names, the ``C x C``
   confusion matrix (rows GT, columns prediction), the per-class count of uncertain pixels, and the inputs.
+
+Only the split's images that have a GT mask are scored (``num_images`` of ``split_images``): all of them on VOC
+and COCO, those with a mask in a folder dataset; a split without any mask is an error (nothing to score).
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
     manifest = Manifest.load(args.manifest)
     cm = score_folder(manifest, args.split, args.pred_dir, args.gt_dir, threads=threads)
     result = scores_dict(cm, manifest.classes)
-    result.update(split=args.split, num_images=len(manifest.ids(args.split)), pred_dir=str(args.pred_dir),
+    scored = manifest.gt_ids(args.split) if args.gt_dir is None else manifest.ids(args.split)
+    result.update(split=args.split, num_images=len(scored), split_images=len(manifest.ids(args.split)),
+                  pred_dir=str(args.pred_dir),
                   gt_dir=None if args.gt_dir is None else str(args.gt_dir))
     save_text(args.out_txt, format_scores(cm, manifest.classes))
     save_json(args.out_json, result)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from c2am import defaults
 from c2am.artifacts import save_labels
-from c2am.crf import SOFTMAX_CRF, add_crf_args, crf_args, crf_from_probs
+from c2am.crf import SOFTMAX_CRF, add_crf_args, crf_args, crf_probs_job
 from c2am.data.voc import Manifest
 from c2am.inference import add_inference_args, check_scales, iterate_batches, predict_probs_batch, size_batches
 from c2am.io import pick_device, run_stage, set_threads
@@ -31,16 +31,10 @@ log = logging.getLogger("c2am.infer_deeplab")
 CRF_CHUNK = 128
 
 
-def _crf_job(job: tuple) -> tuple[str, np.ndarray]:
-    """Top-level (picklable) CRF task for :func:`c2am.parallel.map_items`."""
-    image_id, image, probs, params = job
-    return image_id, crf_from_probs(image, probs.astype(np.float32), **params).astype(np.uint8)
-
-
 def run_crf_jobs(jobs: list[tuple], out_dir: Path, threads: int) -> None:
     """CRF the pending images on ``threads`` processes, write their PNGs, and empty ``jobs``."""
     if jobs:
-        for image_id, labels in map_items(_crf_job, jobs, threads=threads, desc="deeplab crf"):
+        for image_id, labels in map_items(crf_probs_job, jobs, threads=threads, desc="deeplab crf"):
             save_labels(out_dir / f"{image_id}.png", labels)
         jobs.clear()
 

@@ -1,7 +1,10 @@
-"""Stage 0: generate the embedded dataset, or validate a real VOC tree, and write its manifest.
+"""Stage 0: generate the embedded dataset, or validate a real one, and write its manifest.
 
-The manifest (JSON) lists the ids of each split role and the image-level labels derived from the masks;
-every later stage reads the dataset through it.
+Kinds: ``synthetic`` (generated VOC tree), ``voc`` (VOC 2012 + SBD, c2am.data.voc), ``folder`` (a user's images,
+label file and optional masks, c2am.data.folder), ``coco`` (COCO 2014; its semantic masks are rasterised here,
+once, c2am.data.coco). The manifest (JSON) lists the ids of each split role, the image-level labels (from the
+masks, the label file or the instances) and which images have GT masks; every later stage reads the dataset
+through it. Nothing is written when the data is bad: the error names the file, row or key.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ import sys
 from pathlib import Path
 
 from c2am import defaults
+from c2am.data.coco import build_coco_manifest
+from c2am.data.folder import build_folder_manifest
 from c2am.data.voc import build_manifest
-from c2am.io import InputError, run_stage
+from c2am.io import InputError, run_stage, set_threads
 
 # Written into a generated tree so that regenerating may delete it, and never a user's own data.
 SYNTHETIC_MARKER = ".c2am-synthetic"
@@ -21,7 +26,7 @@ SYNTHETIC_MARKER = ".c2am-synthetic"
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m c2am.stages.prepare_dataset", description=__doc__)
-    p.add_argument("--kind", choices=["synthetic", "voc"], required=True)
+    p.add_argument("--kind", choices=["synthetic", "voc", "folder", "coco"], required=True)
     p.add_argument("--root", type=Path, required=True, help="VOC2012-layout tree (read, or written when synthetic)")
     p.add_argument("--classes", nargs="+", required=True, help="class names, 'background' first")
     p.add_argument("--splits", nargs=3, metavar=("TRAIN", "PSEUDO_EVAL", "VAL"),
@@ -30,6 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--n-train", type=int)
     p.add_argument("--n-val", type=int)
     p.add_argument("--image-size", type=int)
+    p.add_argument("--image-dir", help="folder: image folder under root")
+    p.add_argument("--labels-csv", help="folder: label file under root (image,labels[,split])")
+    p.add_argument("--split-dir", help="folder: split lists <name>.txt under root (without a split column)")
+    p.add_argument("--label-dir", type=Path, help="coco: where the rasterised masks and boxes are written")
+    p.add_argument("--threads", type=int, default=1, help="coco: processes rasterising the masks")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", type=Path, required=True, help="manifest JSON to write")
     defaults.apply(p, "dataset", exclude=("kind", "root", "classes", "splits"))
@@ -60,7 +70,14 @@ def main(argv=None) -> None:
     if args.kind == "synthetic":
         generate(args)
     roles = dict(zip(("train", "pseudo_eval", "val"), args.splits))
-    manifest = build_manifest(args.root, args.classes, roles, mask_dir=args.mask_dir)
+    if args.kind == "folder":
+        manifest = build_folder_manifest(args.root, args.classes, roles, image_dir=args.image_dir,
+                                         labels_csv=args.labels_csv, split_dir=args.split_dir, mask_dir=args.mask_dir)
+    elif args.kind == "coco":
+        manifest = build_coco_manifest(args.root, args.classes, roles, args.label_dir,
+                                       threads=set_threads(args.threads))
+    else:
+        manifest = build_manifest(args.root, args.classes, roles, mask_dir=args.mask_dir)
     manifest.save(args.out)
 
 

@@ -107,7 +107,9 @@ def make_loader(args: argparse.Namespace, manifest: Manifest, dist: distributed.
     if mask_dir is not None:
         require_files(mask_dir, manifest.ids(args.split), ".png", "pseudo label")
     transform = segmentation_train_transform(args.crop, tuple(args.scale_range))
-    dataset = SegmentationDataset(manifest, args.split, transform=transform, mask_dir=mask_dir)
+    # The reference trains on the images that have a GT mask (all of them, unless a folder dataset has a subset).
+    ids = manifest.require_gt_ids(args.split) if mask_dir is None else None
+    dataset = SegmentationDataset(manifest, args.split, transform=transform, mask_dir=mask_dir, ids=ids)
     return train_loader(dataset, args.batch_size, dist, args.seed, args.workers)
 
 

@@ -22,8 +22,13 @@ Outputs (PNG, written atomically; every one is required, so a missing artifact s
   NAME=TXT`` report (``key: value`` lines) as a table, the pseudo-mask variants by class, the tau sweep, and the
   final model by class. (Snakemake's report shows HTML inline but offers ``.txt`` files only as downloads.)
 
-"Top class" of the CAM column: among the image's CAM classes, the one with the most GT pixels (the main object).
+"Top class" of the CAM column: among the image's CAM classes, the one with the most GT pixels (the main object;
+without a GT mask, the one with the largest CAM sum).
 The sample is ``random.Random(seed).sample`` of each split's ids, shown in id order.
+
+Without ground truth (a folder dataset whose split has no masks): the GT and error panels show "—", the boxes
+figure draws no GT box, and when ``--pseudo-json`` or ``--val-json`` is not given (the workflow leaves out a score
+it cannot compute) the figures and tables that need it say "no ground truth: not scored".
 """
 from __future__ import annotations
 
@@ -37,8 +42,8 @@ import numpy as np
 from c2am.artifacts import IGNORE, load_boxes, load_cams, load_cue, load_map
 from c2am.data.voc import Manifest
 from c2am.figures import (
-    boxes_figure, colorize, error_overlay, heat_overlay, image_grid, iou_bars, loss_figure, read_train_log,
-    sample_ids, save_figure, tables_page, tau_figure, top_class, val_series, variants_of,
+    boxes_figure, colorize, error_overlay, heat_overlay, image_grid, iou_bars, loss_figure, not_scored_figure,
+    read_train_log, sample_ids, save_figure, tables_page, tau_figure, top_class, val_series, variants_of,
 )
 from c2am.io import InputError, load_json, run_stage, save_text
 from c2am.summary import variant_title
@@ -75,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-step training log (epoch,step,loss,lr); repeatable, one panel each")
     p.add_argument("--score-txt", type=named_path, action="append", default=[], metavar="NAME=TXT",
                    help="a stage's text report of 'key: value' lines, shown as a table; repeatable")
-    p.add_argument("--pseudo-json", type=Path, required=True, help="results/pseudo_masks.json (eval_pseudo)")
-    p.add_argument("--val-json", type=Path, required=True, help="final val scores (evaluate)")
+    p.add_argument("--pseudo-json", type=Path, default=None,
+                   help="results/pseudo_masks.json (eval_pseudo); absent: pseudo masks not scored")
+    p.add_argument("--val-json", type=Path, default=None, help="final val scores (evaluate); absent: not scored")
     p.add_argument("--full-json", type=Path, default=None, help="fully supervised val scores (optional)")
     p.add_argument("--n-train", type=int, default=6, help="rows of the train grid")
     p.add_argument("--n-val", type=int, default=4, help="rows of the val grid")
@@ -105,16 +111,19 @@ def train_rows(manifest: Manifest, ids: list[str], args) -> list[list[tuple[np.n
     rows = []
     for image_id in ids:
         image = manifest.load_image(image_id)
-        gt = manifest.load_mask(image_id)
-        shape = gt.shape
+        gt = manifest.load_mask(image_id) if manifest.has_mask(image_id) else None
+        shape = image.shape[:2]
         cams, classes = load_cams(args.cams_dir / f"{image_id}.npz", shape)
-        k = top_class(classes, gt)
+        if gt is not None:
+            k = top_class(classes, gt)
+        else:
+            k = int(np.argmax(cams.reshape(len(classes), -1).sum(axis=1))) if len(classes) else None
         cam_panel = (heat_overlay(image, cams[k]), manifest.classes[classes[k]]) if k is not None else (None, "")
         fg = load_map(args.maps_dir / f"{image_id}.npy", shape)
         cue = np.where(load_cue(args.cues_dir / f"{image_id}.png", shape), 255, 0).astype(np.uint8)
         rows.append([
             (image, ""),
-            (colorize(gt), ""),
+            (None if gt is None else colorize(gt), ""),
             cam_panel,
             (heat_overlay(image, fg), ""),
             (np.repeat(cue[..., None], 3, axis=2), ""),
@@ -129,8 +138,11 @@ def val_rows(manifest: Manifest, ids: list[str], pred_dir: Path) -> list[list[tu
     rows = []
     for image_id in ids:
         image = manifest.load_image(image_id)
-        gt = manifest.load_mask(image_id)
         pred = manifest.load_mask(image_id, mask_dir=pred_dir)
+        if not manifest.has_mask(image_id):
+            rows.append([(image, ""), (None, "no GT"), (colorize(pred), ""), (None, "")])
+            continue
+        gt = manifest.load_mask(image_id)
         valid = gt != IGNORE
         acc = float((pred[valid] == gt[valid]).mean()) if valid.any() else float("nan")
         rows.append([(image, ""), (colorize(gt), ""), (colorize(pred), ""),
@@ -159,15 +171,23 @@ def main(argv=None) -> None:
         raise InputError("--train-log: give at least one NAME=CSV training log")
     save_figure(loss_figure([(name, read_train_log(path)) for name, path in args.train_log]), args.out_loss)
 
-    pseudo = load_json(args.pseudo_json)
-    save_figure(tau_figure(pseudo, args.pseudo_json), args.out_tau)
-    series = [(variant_title(name, symbol="τ"), v) for name, v in variants_of(pseudo, args.pseudo_json).items()]
-    save_figure(iou_bars(series, manifest.classes, f"Pseudo masks: per-class IoU on '{pseudo.get('split', '?')}'"),
-                args.out_iou_pseudo)
+    pseudo = load_json(args.pseudo_json) if args.pseudo_json is not None else None
+    if pseudo is None:
+        save_figure(not_scored_figure("CAM-only threshold sweep"), args.out_tau)
+        save_figure(not_scored_figure("Pseudo masks: per-class IoU"), args.out_iou_pseudo)
+    else:
+        save_figure(tau_figure(pseudo, args.pseudo_json), args.out_tau)
+        series = [(variant_title(name, symbol="τ"), v) for name, v in variants_of(pseudo, args.pseudo_json).items()]
+        save_figure(iou_bars(series, manifest.classes,
+                             f"Pseudo masks: per-class IoU on '{pseudo.get('split', '?')}'"), args.out_iou_pseudo)
 
-    full = load_json(args.full_json) if args.full_json is not None else None
-    val, title = val_series(load_json(args.val_json), args.val_json, full)
-    save_figure(iou_bars(val, manifest.classes, title), args.out_iou_val)
+    val = None
+    if args.val_json is None:
+        save_figure(not_scored_figure("Final model: per-class IoU on val"), args.out_iou_val)
+    else:
+        full = load_json(args.full_json) if args.full_json is not None else None
+        val, title = val_series(load_json(args.val_json), args.val_json, full)
+        save_figure(iou_bars(val, manifest.classes, title), args.out_iou_val)
 
     save_text(args.out_tables, tables_page(args.score_txt, pseudo, args.pseudo_json, val, manifest.classes))
     log.info("wrote %s", args.out_tables)

@@ -1,5 +1,6 @@
 # Helpers shared by the rule files, and config validation before any job is scheduled.
 import shlex
+import sys
 from pathlib import PurePosixPath
 
 import yaml
@@ -93,3 +94,69 @@ def deeplab_labels(wildcards):
 
 def deeplab_label_flag(wildcards, input):
     return "--gt-labels" if wildcards.labels == "gt" else f"--labels-dir {input.labels}"
+
+
+# The DAG follows what the data has. A split without any GT mask (a folder dataset, c2am.data.folder) is not
+# scored: the rules that only score it leave the default target, and the summary and report say so. The check
+# reads the label file and lists the mask folder (standard library only, as in the Snakemake process).
+# The c2am package beside the Snakefile, whatever env runs Snakemake.
+sys.path.insert(0, workflow.basedir)
+from c2am.data.folder import find_images, roles_with_masks
+
+HAS_GT = roles_with_masks(config["dataset"])
+# New images for the predict rule, as found now (none when the folder is missing: predict then says so).
+PREDICT_IMAGES = find_images(config["predict"]["images"])
+
+
+def default_targets():
+    """What `snakemake` builds: every product (pseudo masks, the DeepLab, its val predictions, the boxes, the
+    classifier report; predictions on new images once predict.images holds some) and the scores the data allows.
+    """
+    labels = config["deeplab"]["labels"]
+    targets = [
+        "results/c2am_boxes.txt",
+        "results/classifier.txt",
+        f"artifacts/pseudo/{labels}",
+        f"artifacts/deeplab/{labels}/model.pt",
+        f"artifacts/deeplab/{labels}/pred_val",
+    ]
+    scores = {
+        "train": "results/c2am_maps.txt",
+        "pseudo_eval": "results/pseudo_masks.txt",
+        "val": "results/voc_miou.txt",
+    }
+    targets += [path for role, path in scores.items() if HAS_GT[role]]
+    if PREDICT_IMAGES:
+        targets += ["results/predict/masks", "results/predict/overlays"]
+    return targets
+
+
+# visualize: the scores shown as far as the data has ground truth (HAS_GT); without it, the figures and tables
+# that need a score say "no ground truth: not scored".
+OPTIONAL_SCORES = {
+    key: path
+    for key, path, role in (
+        ("c2am_maps", "results/c2am_maps.txt", "train"),
+        ("pseudo", "results/pseudo_masks.json", "pseudo_eval"),
+        ("val", "results/voc_miou.json", "val"),
+    )
+    if HAS_GT[role]
+}
+
+
+def score_flags(wildcards, input):
+    """visualize's score inputs as flags: the text reports as tables, the pseudo-mask and val JSONs."""
+    parts = (
+        [f"--score-txt 'C2AM maps'={input.c2am_maps}"]
+        if "c2am_maps" in OPTIONAL_SCORES
+        else []
+    )
+    parts += [
+        f"--score-txt 'C2AM boxes'={input.c2am_boxes}",
+        f"--score-txt Classifier={input.classifier}",
+    ]
+    if "pseudo" in OPTIONAL_SCORES:
+        parts.append(f"--pseudo-json {input.pseudo}")
+    if "val" in OPTIONAL_SCORES:
+        parts.append(f"--val-json {input.val}")
+    return " ".join(parts)

@@ -6,6 +6,7 @@ FINAL_LABELS = config["deeplab"]["labels"]
 
 rule visualize:
     input:
+        **OPTIONAL_SCORES,
         manifest=MANIFEST,
         maps="artifacts/c2am/maps",
         cues="artifacts/c2am/cues",
@@ -18,11 +19,8 @@ rule visualize:
         log_c2am="artifacts/c2am/train_log.csv",
         log_classifier="artifacts/classifier/train_log.csv",
         log_deeplab=f"artifacts/deeplab/{FINAL_LABELS}/train_log.csv",
-        c2am_maps="results/c2am_maps.txt",
         c2am_boxes="results/c2am_boxes.txt",
         classifier="results/classifier.txt",
-        pseudo="results/pseudo_masks.json",
-        val="results/voc_miou.json",
     output:
         grid_train=report(
             f"{FIGURES}/grid_train.png",
@@ -73,15 +71,14 @@ rule visualize:
         **rule_resources("visualize"),
     params:
         seed=SEED,
+        scores=score_flags,
     shell:
         "python -m c2am.stages.visualize --manifest {input.manifest} --maps-dir {input.maps} --cues-dir {input.cues}"
         " --boxes-json {input.boxes} --cams-dir {input.cams} --tau-dir {input.tau} --refined-dir {input.refined}"
         " --crf-dir {input.crf} --pred-dir {input.pred}"
         " --train-log c2am={input.log_c2am} --train-log classifier={input.log_classifier}"
         " --train-log deeplab={input.log_deeplab}"
-        " --score-txt 'C2AM maps'={input.c2am_maps} --score-txt 'C2AM boxes'={input.c2am_boxes}"
-        " --score-txt Classifier={input.classifier}"
-        " --pseudo-json {input.pseudo} --val-json {input.val} --out-tables {output.tables}"
+        " {params.scores} --out-tables {output.tables}"
         " --out-grid-train {output.grid_train} --out-grid-val {output.grid_val} --out-boxes {output.boxes}"
         " --out-loss {output.loss} --out-tau {output.tau} --out-iou-pseudo {output.iou_pseudo}"
         " --out-iou-val {output.iou_val} --seed {params.seed} --threads {threads} 2> {log}"

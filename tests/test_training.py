@@ -203,6 +203,7 @@ def test_resume_is_bit_identical(tmp_path, num_workers):
     assert paths["state_path"].exists() and not paths["ckpt_path"].exists()
     assert load_checkpoint(paths["state_path"], kind="c2am")["epoch"] == 1
     torch.manual_seed(999)  # a different global RNG state must not matter
+    paths["log_csv"].unlink()  # as Snakemake does: it deletes an incomplete job's outputs before the rerun
     model, loader, opt, sched, paths = _setup(tmp_path, num_workers=num_workers, tag="resumed")
     resumed_meta = _fit(model, loader, opt, sched, paths, 3, resume=True, on_epoch_end=_kill_after(99))
     resumed = load_checkpoint(paths["ckpt_path"], kind="c2am")

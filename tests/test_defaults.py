@@ -84,6 +84,7 @@ def test_defaults_take_the_flag_type():
     parser = argparse.ArgumentParser(prog="stage")
     parser.add_argument("--head-lr-mult", type=float)
     parser.add_argument("--scales", type=float, nargs="+")
+    parser.add_argument("--batch-size", type=int)
     defaults.apply(parser, "c2am", exclude=("backbone", "weights", "infer", "cues", "boxes", "train"))
     defaults.apply(parser, "c2am.infer")
     args = parser.parse_args([])

@@ -270,7 +270,7 @@ def build_folder_manifest(root, classes: list[str], split_names: dict[str, str],
     masked = set(found.masked)
     manifest = Manifest(
         root=root, classes=list(classes), splits=found.splits,
-        labels={i: [classes.index(c) for c in found.labels[i]] for i in used},
+        labels={i: sorted(classes.index(c) for c in found.labels[i]) for i in used},
         image_dir=image_dir, mask_dir=mask_dir, annotation_dir="", kind="folder",
         image_files={i: f"{image_dir}/{found.files[i]}" for i in used},
         masked=sorted(masked), has_boxes=False,

@@ -1,0 +1,52 @@
+"""WSOL: class scores of the classifier on each image of a split (single scale, the whole image).
+
+The classifier is the multi-label one of train_classifier, trained on one-hot labels (one class per WSOL
+image): its sigmoid scores rank the classes, and the top-k of that ranking give top-k classification and
+localisation (c2am.wsol_metrics). Written as JSON ``{"classes": [...], "scores": {id: [score per class]}}``
+(classes 1..K of the manifest, in order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from c2am.data.voc import Manifest
+from c2am.io import pick_device, run_stage, save_json, set_threads
+from c2am.models.classifier import load_classifier, predict_scores
+
+log = logging.getLogger("c2am.infer_classes")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m c2am.stages.infer_classes", description=__doc__.split("\n")[0])
+    p.add_argument("--manifest", type=Path, required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--checkpoint", type=Path, required=True, help="classifier checkpoint (train_classifier)")
+    p.add_argument("--out", type=Path, required=True, help="class scores JSON")
+    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (same-size images only)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast on CUDA")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    set_threads(args.threads)
+    device = pick_device(args.device)
+    manifest = Manifest.load(args.manifest)
+    model = load_classifier(args.checkpoint, manifest.classes, device)
+    scores, _ = predict_scores(model, manifest, args.split, device, args.batch_size, args.amp)
+    ids = manifest.ids(args.split)
+    out = {"classes": manifest.classes[1:], "split": args.split,
+           "scores": {i: [round(float(v), 6) for v in row] for i, row in zip(ids, scores)}}
+    save_json(args.out, out)
+    log.info("wrote class scores of %d images of split %s", len(ids), args.split)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(run_stage(main))

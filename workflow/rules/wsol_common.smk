@@ -1,0 +1,23 @@
+# Config and helpers of the WSOL rules (workflow/rules/wsol.smk), kept apart from the rules as Snakemake's lint asks.
+WSOL = config["wsol"]
+WSOL_DATA = WSOL["dataset"]
+WSOL_MANIFEST = "artifacts/wsol/dataset/manifest.json"
+WSOL_GT = "artifacts/wsol/dataset/gt.json"
+WSOL_TAU = WSOL["boxes"]["tau"]
+
+
+def wsol_threshold_inputs(wildcards):
+    """What box_threshold reads: the val maps and GT for `val`, the train maps for Otsu, nothing when fixed."""
+    if WSOL_TAU == "val":
+        return {"val_maps": "artifacts/wsol/c2am/maps/val", "gt": WSOL_GT}
+    if WSOL_TAU in ("otsu", "otsu3"):
+        return {"train_maps": "artifacts/wsol/c2am/maps/train"}
+    return {}
+
+
+def wsol_threshold_flags(wildcards, input):
+    return " ".join(
+        f"--{key.replace('_', '-')} {input[key]}"
+        for key in ("val_maps", "train_maps", "gt")
+        if key in input.keys()
+    )

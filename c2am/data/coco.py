@@ -15,7 +15,7 @@ image of its file and a category of its file, each category is a class of ``data
 with the size the file says), then writes, under ``dataset.coco.label_dir`` (outside the data root, which may be
 read-only):
 
-- ``SegmentationClass/<id>.png``: the semantic mask, VOC palette (docs/method.md §10):
+- ``SegmentationClass/<id>.png``: the semantic mask, VOC palette (docs/method.md §7, "Datasets"):
   a category's class index is its name's position in ``dataset.classes`` (COCO's 80 ids 1..90, in id order,
   map to 1..80 after background); non-crowd instances are painted in order of decreasing area (pixel count of
   their rasterised region; ties by annotation id), so **where instances overlap the smaller one wins** (it is

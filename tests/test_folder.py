@@ -205,6 +205,12 @@ def test_dag_follows_the_masks_there_are(tmp_path):
     jobs = set(job_counts(result.stdout))
     assert {"train_deeplab", "infer_deeplab", "crf_labels", "c2am_boxes", "visualize"} <= jobs
     assert not jobs & {"eval_c2am", "eval_pseudo", "evaluate", "predict"}
+    # asking for a score the data cannot give fails when the DAG is built, not after the training
+    for target, split in (("results/voc_miou.txt", "val"), ("results/pseudo_masks.txt", "train"),
+                          ("results/fully_supervised_miou.txt", "val")):
+        result = snakemake("-n", "--configfile", folder_config(tmp_path, root), "--", target, cwd=tmp_path)
+        assert result.returncode != 0
+        assert f"split '{split}' (dataset.splits." in result.stderr and "has no ground-truth masks" in result.stderr
     save_label_png(root / "masks" / "img_103.png", np.zeros((39, 57), np.uint8))  # one val mask: val is scored
     result = snakemake("-n", "--configfile", folder_config(tmp_path, root), cwd=tmp_path)
     jobs = set(job_counts(result.stdout))

@@ -100,6 +100,7 @@ rule extract_cues:
 
 rule eval_c2am:
     input:
+        gt=needs_gt("train", "results/c2am_maps.txt"),
         manifest=MANIFEST,
         maps="artifacts/c2am/maps",
         cues="artifacts/c2am/cues",

@@ -4,6 +4,7 @@ import sys
 from pathlib import PurePosixPath
 
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -88,8 +89,10 @@ def flags(section, exclude=()):
 
 
 def deeplab_labels(wildcards):
-    """Pseudo-label folder a DeepLab variant trains on (none for the GT-trained reference)."""
-    return [] if wildcards.labels == "gt" else [f"artifacts/pseudo/{wildcards.labels}"]
+    """Pseudo-label folder a DeepLab variant trains on (none for the GT-trained reference, which needs masks)."""
+    if wildcards.labels == "gt":
+        return needs_gt("train", "the fully supervised reference")(wildcards)
+    return [f"artifacts/pseudo/{wildcards.labels}"]
 
 
 def deeplab_label_flag(wildcards, input):
@@ -106,6 +109,23 @@ from c2am.data.folder import find_images, roles_with_masks
 HAS_GT = roles_with_masks(config["dataset"])
 # New images for the predict rule, as found now (none when the folder is missing: predict then says so).
 PREDICT_IMAGES = find_images(config["predict"]["images"])
+
+
+def needs_gt(role, what):
+    """Input function for the scoring of ``role``'s masks. It adds no file; when the split has no mask, it stops
+    the DAG naming the split (instead of a failure once the networks are trained). ``what`` may hold wildcards.
+    """
+
+    def check(wildcards):
+        if not HAS_GT[role]:
+            split = config["dataset"]["splits"][role]
+            raise WorkflowError(
+                f"{what.format(**wildcards)}: split '{split}' (dataset.splits.{role}) has no ground-truth "
+                "masks, so there is nothing to score; build the default target (`snakemake --cores 8`) instead"
+            )
+        return []
+
+    return check
 
 
 def default_targets():

@@ -61,6 +61,7 @@ rule infer_deeplab:
 
 rule evaluate:
     input:
+        gt=needs_gt("val", "results/{score}.txt"),
         manifest=MANIFEST,
         pred=lambda w: f"artifacts/deeplab/{SCORES[w.score]}/pred_val",
     output:

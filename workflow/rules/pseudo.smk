@@ -109,6 +109,7 @@ rule crf_labels:
 
 rule eval_pseudo:
     input:
+        gt=needs_gt("pseudo_eval", "results/pseudo_masks.txt"),
         manifest=MANIFEST,
         cams="artifacts/classifier/cams",
         cam_cues="artifacts/pseudo/cam_cues",

@@ -32,6 +32,12 @@ from c2am.wsol_metrics import best_iou, best_threshold_index, binarize, normaliz
 
 BOX_METHODS = ("val", "otsu", "otsu3")
 RECORD_METHODS = BOX_METHODS + ("fixed",)
+ITEMS_PER_WORKER = 400  # a worker process costs about 3 s to start (torch import), some 400 maps' work
+
+
+def pool_size(items: int, threads: int) -> int:
+    """Worker processes for ``items`` cheap per-map jobs: at most ``threads``, one per ITEMS_PER_WORKER items."""
+    return max(1, min(int(threads or 1), items // ITEMS_PER_WORKER))
 
 
 def parse_box_threshold(text: str, flag: str = "--tau") -> str | float:
@@ -60,15 +66,16 @@ def resolve_box_threshold(spec, map_paths: list[Path], gt_boxes: list | None, in
         if gt_boxes is None or len(gt_boxes) != len(map_paths):
             raise InputError(f"--tau val: needs the GT boxes of every map of split '{split}'")
         taus = threshold_grid(interval)
-        rows = map_items(partial(_gt_known_row_star, taus=taus), list(zip(map_paths, gt_boxes)), threads=threads,
-                         desc="box threshold")
+        rows = map_items(partial(_gt_known_row_star, taus=taus), list(zip(map_paths, gt_boxes)),
+                         threads=pool_size(len(map_paths), threads), desc="box threshold")
         accuracy = np.mean(rows, axis=0)
         k = best_threshold_index(accuracy)
         return {"method": "val", "threshold": float(taus[k]), "split": split, "images": len(map_paths),
                 "gt_known_loc": float(accuracy[k]),
                 "sweep": {f"{t:g}": float(a) for t, a in zip(taus, accuracy)}}
     if spec in ("otsu", "otsu3"):
-        hist = np.sum(map_items(_normalised_histogram, map_paths, threads=threads, desc="map histogram"), axis=0)
+        hist = np.sum(map_items(_normalised_histogram, map_paths, threads=pool_size(len(map_paths), threads),
+                                desc="map histogram"), axis=0)
         t = otsu3_from_histogram(hist)[1] if spec == "otsu3" else otsu_from_histogram(hist)
         return {"method": spec, "threshold": float(t), "split": split, "images": len(map_paths)}
     return {"method": "fixed", "threshold": float(spec), "split": None, "images": len(map_paths)}

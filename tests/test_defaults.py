@@ -9,8 +9,10 @@ import importlib
 import shlex
 
 import pytest
+import yaml
 
 from c2am import defaults
+from tests.conftest import ROOT
 from tests.test_workflow import snakemake
 
 # Not settings of the computation: the rule's threads (a resource), and which inputs the job reads.
@@ -89,3 +91,54 @@ def test_defaults_take_the_flag_type():
     defaults.apply(parser, "c2am.infer")
     args = parser.parse_args([])
     assert args.scales == [1.0, 2.0] and all(type(s) is float for s in args.scales)
+
+
+# ----------------------------------------------------------------------------- the WSOL DAG (config/wsol.yaml)
+
+WSOL_CONFIG = ROOT / "config" / "wsol.yaml"
+# Which inputs a WSOL job reads, not settings: the split (infer_c2am runs on train, val and test), optional inputs
+# and reports.
+WSOL_INPUTS = {"split", "val_maps", "train_maps", "gt", "out_txt"}
+
+
+@pytest.fixture(scope="module")
+def wsol_commands(tmp_path_factory):
+    """The stage commands of the WSOL DAG of config/wsol.yaml (a dry run of the `wsol` target)."""
+    work = tmp_path_factory.mktemp("defaults_wsol")
+    result = snakemake("-n", "-p", "--configfile", str(WSOL_CONFIG), "--", "wsol", cwd=work)
+    assert result.returncode == 0, result.stderr
+    found = []
+    for line in (result.stdout + result.stderr).splitlines():
+        line = line.strip().removeprefix("Shell command:").strip()
+        if line.startswith("python -m c2am.stages."):
+            argv = shlex.split(line.split(" 2> ")[0])
+            found.append((argv[2].rsplit(".", 1)[1], argv[3:]))
+    return found
+
+
+def test_every_wsol_stage_rule_is_checked(wsol_commands):
+    assert {name for name, _ in wsol_commands} == {
+        "prepare_wsol", "train_c2am", "infer_c2am", "box_threshold", "map_boxes", "train_localizer", "infer_localizer",
+        "train_classifier", "infer_classes", "eval_wsol", "wsol_figures"}
+
+
+def test_what_the_wsol_dag_passes_is_each_stage_default(wsol_commands):
+    """The WSOL stages default to the default config's `wsol` section, the reused ones (C2AM, classifier) to its
+    `c2am` / `classifier` sections: config/wsol.yaml changes neither, so every flag is the stage's default."""
+    drift = []
+    for name, argv in wsol_commands:
+        parser = stage_parser(importlib.import_module(f"c2am.stages.{name}"))
+        passed = vars(parser.parse_args(argv))
+        for action in parser._actions:
+            if action.required or action.dest in NOT_HYPERPARAMETERS or action.default == argparse.SUPPRESS:
+                continue
+            if action.dest in WSOL_INPUTS or passed[action.dest] == action.default:
+                continue
+            drift.append(f"{name} --{action.dest}: rule {passed[action.dest]!r}, stage {action.default!r}")
+    assert not drift, drift
+
+
+def test_wsol_config_is_the_default_configs_wsol_section():
+    wsol = yaml.safe_load(WSOL_CONFIG.read_text())
+    assert set(wsol) == {"wsol"}, "config/wsol.yaml should hold the wsol section only"
+    assert wsol["wsol"] == defaults.default_config()["wsol"]

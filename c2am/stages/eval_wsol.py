@@ -22,7 +22,7 @@ from c2am.data.voc import Manifest
 from c2am.data.wsol import class_index, load_gt
 from c2am.io import InputError, load_json, run_stage, save_json, save_text, set_threads
 from c2am.parallel import map_items
-from c2am.wsol_boxes import check_box_record
+from c2am.wsol_boxes import check_box_record, pool_size
 from c2am.wsol_metrics import iou_curve, threshold_grid
 from c2am.wsol_report import format_report, score_maps, score_source
 
@@ -61,7 +61,7 @@ def _curve(item, taus):
 def curves(folder: Path, ids: list[str], gt, taus, threads: int, desc: str) -> np.ndarray:
     paths = require_files(folder, ids, ".npy", "map")
     items = list(zip(paths, [gt.boxes_of(i) for i in ids]))
-    return np.stack(map_items(partial(_curve, taus=taus), items, threads=threads, desc=desc))
+    return np.stack(map_items(partial(_curve, taus=taus), items, threads=pool_size(len(items), threads), desc=desc))
 
 
 def class_scores(path: Path, ids: list[str], num_classes: int) -> np.ndarray:

@@ -22,7 +22,7 @@ from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
 from c2am.io import InputError, load_json, run_stage, save_text, set_threads
 from c2am.parallel import map_items
-from c2am.wsol_boxes import check_box_record, map_box
+from c2am.wsol_boxes import check_box_record, map_box, pool_size
 from c2am.wsol_metrics import box_ious
 
 log = logging.getLogger("c2am.map_boxes")
@@ -55,7 +55,8 @@ def main(argv=None) -> dict:
     tau = check_box_record(load_json(args.threshold_json), args.threshold_json)
     ids = manifest.ids(args.split)
     paths = require_files(args.maps_dir, ids, ".npy", "map")
-    boxes = dict(zip(ids, map_items(partial(box_of, tau=tau), paths, threads=args.threads, desc="map boxes")))
+    boxes = dict(zip(ids, map_items(partial(box_of, tau=tau), paths, threads=pool_size(len(paths), args.threads),
+                                          desc="map boxes")))
     empty = sum(b is None for b in boxes.values())
     save_boxes(args.out, boxes)
     log.info("%d boxes of split %s at tau %.3f (%d maps without a pixel above it)", len(ids), args.split, tau, empty)

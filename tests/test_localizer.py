@@ -1,0 +1,97 @@
+"""The box regressor: soft-argmax edges, GIoU and the loss against hand-computed cases, its training data (crops
+that keep the box, flips that mirror it), and its checkpoint kind."""
+
+import numpy as np
+import pytest
+import torch
+
+from c2am.data.wsol import BoxDataset
+from c2am.io import InputError, save_checkpoint
+from c2am.models.localizer import (
+    Localizer,
+    box_loss,
+    edges_from_maps,
+    giou,
+    load_localizer,
+    predict_unit_box,
+    soft_argmax_1d,
+)
+from c2am.models.backbone import build_trunk
+
+
+def test_soft_argmax_and_edge_order():
+    peaked = torch.full((1, 5), -50.0)
+    peaked[0, 3] = 50.0
+    assert soft_argmax_1d(peaked).item() == pytest.approx(3 / 4)  # cell k at k / (n - 1)
+    assert soft_argmax_1d(torch.zeros(1, 5)).item() == pytest.approx(0.5)  # uniform: the middle
+    assert soft_argmax_1d(torch.zeros(1, 1)).item() == 0.5
+    maps = torch.full((1, 4, 3, 5), -50.0)
+    maps[0, 0, 1, 4] = 50.0  # "x1" at column 4 ...
+    maps[0, 2, 0, 1] = 50.0  # ... "x2" at column 1: swapped into order
+    maps[0, 1, 0, 0] = 50.0  # y1 at row 0
+    maps[0, 3, 2, 2] = 50.0  # y2 at row 2
+    assert edges_from_maps(maps)[0].tolist() == pytest.approx([1 / 4, 0.0, 1.0, 1.0])
+
+
+def test_giou_and_loss_by_hand():
+    a = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 2.0, 1.0]])
+    b = torch.tensor([[0.0, 0.0, 1.0, 1.0], [2.0, 0.0, 3.0, 1.0], [1.0, 0.0, 3.0, 1.0]])
+    # identical: 1; disjoint unit boxes 1 apart: IoU 0, hull 3, union 2 -> -1/3; overlap 1 of union 3, hull 3 -> 1/3
+    assert giou(a, b).tolist() == pytest.approx([1.0, -1 / 3, 1 / 3], abs=1e-6)
+    assert box_loss(a, a, 1.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    pred, target = torch.tensor([[0.1, 0.1, 0.5, 0.5]]), torch.tensor([[0.2, 0.1, 0.5, 0.5]])
+    # smooth-L1 (beta 0.05) of a 0.1 miss: 0.1 - 0.025; GIoU = IoU = 0.3*0.4 / (0.4*0.4) = 0.75
+    assert box_loss(pred, target, 1.0, 0.0).item() == pytest.approx(0.075, abs=1e-6)
+    assert box_loss(pred, target, 0.0, 1.0).item() == pytest.approx(0.25, abs=1e-5)
+
+
+class _Manifest:
+    """Just enough of a manifest for BoxDataset: one 40 x 60 image."""
+
+    def __init__(self):
+        self.image = np.zeros((40, 60, 3), np.uint8)
+        self.image[10:20, 30:50] = 255  # the object: rows 10..19, columns 30..49
+
+    def load_image(self, image_id):
+        return self.image
+
+
+def test_box_dataset_crops_keep_and_flips_mirror_the_box():
+    ds = BoxDataset(_Manifest(), ["a"], {"a": [30, 10, 49, 19]}, size=32, crop_scale=(0.5, 1.0), train=True)
+    torch.manual_seed(0)
+    for _ in range(30):
+        image, target = ds[0]
+        assert image.shape == (3, 32, 32) and 0.0 <= float(image.min()) and float(image.max()) <= 1.0
+        x1, y1, x2, y2 = target.tolist()
+        assert 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1
+        # the white object is where the target says: inside bright, the rows above/below dark
+        cols = slice(int(np.ceil(x1 * 32)) + 1, int(np.floor(x2 * 32)) - 1)
+        rows = slice(int(np.ceil(y1 * 32)) + 1, int(np.floor(y2 * 32)) - 1)
+        assert float(image[:, rows, cols].mean()) > 0.9
+    # no crop (scale 1): the box as is, or mirrored with the image; both occur
+    plain = BoxDataset(_Manifest(), ["a"], {"a": [30, 10, 49, 19]}, size=60, crop_scale=(1.0, 1.0), train=True)
+    seen = set()
+    for _ in range(20):
+        image, target = plain[0]
+        seen.add(tuple(round(v, 4) for v in target.tolist()))
+        left = int(round(target[0].item() * 60))
+        assert float(image[:, 22, left + 1].mean()) > 0.9 and float(image[:, 22, max(0, left - 2)].mean()) < 0.1
+    assert seen == {(0.5, 0.25, round(50 / 60, 4), 0.5), (round(10 / 60, 4), 0.25, 0.5, 0.5)}
+    whole = BoxDataset(_Manifest(), ["a"], {"a": [30, 10, 49, 19]}, size=32, train=False)
+    assert whole[0][1].tolist() == pytest.approx([0.5, 0.25, 50 / 60, 0.5])
+    with pytest.raises(InputError, match="no box for 1 of 1"):
+        BoxDataset(_Manifest(), ["a"], {"a": None}, size=32)
+
+
+def test_forward_flip_and_checkpoint_kind(tmp_path):
+    torch.manual_seed(0)
+    model = Localizer(build_trunk("lite0", "none")).eval()
+    image = torch.rand(1, 3, 40, 56)
+    edges = predict_unit_box(model, image, 64, flip=True)
+    assert len(edges) == 4 and 0 <= edges[0] <= edges[2] <= 1 and 0 <= edges[1] <= edges[3] <= 1
+    save_checkpoint(tmp_path / "loc.pt", model.state_dict(), {"kind": "localizer", "backbone": "lite0", "size": 64})
+    loaded, meta = load_localizer(tmp_path / "loc.pt", "cpu")
+    assert meta["size"] == 64 and predict_unit_box(loaded, image, 64, flip=True) == pytest.approx(edges, abs=1e-6)
+    save_checkpoint(tmp_path / "c2am.pt", model.state_dict(), {"kind": "c2am", "backbone": "lite0"})
+    with pytest.raises(InputError, match="expected a localizer checkpoint"):
+        load_localizer(tmp_path / "c2am.pt", "cpu")

@@ -29,6 +29,7 @@ the resume state and the CSV (whose losses are means over the ranks) and shows t
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import csv
 import json
@@ -200,6 +201,26 @@ def to_device(batch, device: torch.device, channels_last: bool = False):
 def cpu_state_dict(module: nn.Module) -> dict:
     """A contiguous CPU copy of the state_dict (portable whatever the training memory format)."""
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
+
+
+def add_training_args(parser) -> None:
+    """The flags every training stage shares: the SGD schedule (defaults from the stage's config section) and
+    how the run goes (workers, seed, threads, device, AMP, resume)."""
+    sgd = parser.add_argument_group("SGD with poly decay")
+    sgd.add_argument("--epochs", type=int)
+    sgd.add_argument("--batch-size", type=int, help="the global batch, split over the processes under torchrun")
+    sgd.add_argument("--lr", type=float, help="backbone lr (the head gets lr * head-lr-mult)")
+    sgd.add_argument("--head-lr-mult", type=float)
+    sgd.add_argument("--momentum", type=float)
+    sgd.add_argument("--weight-decay", type=float)
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                        help="AMP + channels_last (CUDA only)")
+    parser.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                        help="continue from the last finished epoch when the settings match")
 
 
 def train_loader(dataset, batch_size: int, dist: distributed.DistInfo, seed: int, workers: int,

@@ -26,7 +26,15 @@ from c2am.losses import c2am_step
 from c2am.models.backbone import TRUNK_NAMES, build_trunk
 from c2am.models.c2am_net import C2AM
 from c2am.polarity import polarity_callback, polarity_images
-from c2am.training import fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader, use_amp
+from c2am.training import (
+    add_training_args,
+    fit,
+    make_poly_scheduler,
+    make_sgd,
+    resume_state_path,
+    train_loader,
+    use_amp,
+)
 
 log = logging.getLogger("c2am.train_c2am")
 
@@ -40,23 +48,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-csv", required=True, help="per-step CSV log")
     p.add_argument("--backbone", choices=TRUNK_NAMES)
     p.add_argument("--weights", help="pretrained / imagenet / none / a local checkpoint")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--head-lr-mult", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
+    add_training_args(p)
     p.add_argument("--alpha", type=float, help="rank-weight decay of the positive terms")
     p.add_argument("--resize", type=int, help="images are resized to resize x resize ...")
     p.add_argument("--crop", type=int, help="... then randomly cropped to crop x crop")
     p.add_argument("--polarity", choices=("auto", "normal", "inverted"))
     p.add_argument("--border", type=float, help="border strip width (fraction of the side)")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="AMP + channels_last on CUDA")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     defaults.apply(p, "c2am", exclude=("train", "infer", "cues", "boxes"))
     defaults.apply(p, "c2am.train")
     defaults.apply(p, "seed")

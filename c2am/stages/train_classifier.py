@@ -24,7 +24,7 @@ from c2am.data.voc import Manifest
 from c2am.io import run_stage, save_text
 from c2am.metrics import classification_report
 from c2am.models.classifier import build_classifier, predict_scores
-from c2am.training import fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
+from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
 log = logging.getLogger("c2am.train_classifier")
 
@@ -39,21 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--report", type=Path, required=True, help="val mAP / F1 text report")
     p.add_argument("--backbone")
     p.add_argument("--weights")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--head-lr-mult", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
+    add_training_args(p)
     p.add_argument("--crop", type=int)
     p.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="random resized crop area range (fraction of the image)")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
     defaults.apply(p, "classifier", exclude=("train", "infer"))
     defaults.apply(p, "classifier.train")
     defaults.apply(p, "seed")

@@ -24,7 +24,7 @@ from c2am.data.datasets import SegmentationDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
 from c2am.io import InputError, run_stage
 from c2am.models.deeplab import MODEL_NAMES, build_deeplab, segmentation_loss
-from c2am.training import fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
+from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
 log = logging.getLogger("c2am.train_deeplab")
 
@@ -40,22 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-csv", required=True, help="per-step CSV log (epoch,step,loss,lr)")
     p.add_argument("--model", dest="arch", choices=MODEL_NAMES)
     p.add_argument("--weights-backbone", help="none, pretrained/imagenet, or a local file")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float, help="backbone lr (the head gets lr * head-lr-mult)")
-    p.add_argument("--head-lr-mult", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
+    add_training_args(p)
     p.add_argument("--crop", type=int, help="square training crop (padded with 255 labels)")
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="random resize of the image's shorter side, as a fraction of the crop")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from the last finished epoch when the settings match")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     defaults.apply(p, "deeplab", exclude=("labels", "train", "infer"), rename={"model": "arch"})
     defaults.apply(p, "deeplab.train")
     defaults.apply(p, "seed")

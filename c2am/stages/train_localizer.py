@@ -25,7 +25,7 @@ from c2am.data.wsol import BoxDataset
 from c2am.io import InputError, run_stage
 from c2am.models.backbone import TRUNK_NAMES
 from c2am.models.localizer import box_loss, build_localizer
-from c2am.training import fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
+from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
 log = logging.getLogger("c2am.train_localizer")
 
@@ -40,23 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-csv", type=Path, required=True, help="per-step training log")
     p.add_argument("--backbone", choices=TRUNK_NAMES)
     p.add_argument("--weights", help="pretrained / imagenet / none / a local checkpoint")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--head-lr-mult", type=float)
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
+    add_training_args(p)
     p.add_argument("--size", type=int, help="input side: crops (and test images) are resized to size x size")
     p.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
                    help="side ratio range of the box-preserving random crop")
     p.add_argument("--l1-weight", type=float, help="weight of the smooth-L1 loss on the box edges")
     p.add_argument("--giou-weight", type=float, help="weight of the 1 - GIoU loss")
-    p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast (CUDA only)")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True)
     defaults.apply(p, "wsol.localizer", exclude=("train", "infer"))
     defaults.apply(p, "wsol.localizer.train")
     defaults.apply(p, "seed")

@@ -7,7 +7,9 @@ Reads what the run left in its working directory and prints:
   supervised reference and the weak/full ratio;
 - the wall time of each stage from its ``benchmarks/<rule>.tsv`` (Snakemake benchmark format, column ``s``; the
   mean over repeats), in DAG order, and their sum;
-- the number of new images predicted (``results/predict/``), when the run predicted any.
+- the number of new images predicted (``results/predict/``), when the run predicted any;
+- the WSOL scores (``results/wsol.json``, eval_wsol), when the run made them; a WSOL-only run shows no
+  segmentation lines.
 
 A split whose images have no GT mask (``artifacts/dataset/manifest.json``: a folder dataset) is shown as
 "no ground truth: not scored"; one with masks for some images says how many were scored.
@@ -33,6 +35,8 @@ STAGE_ORDER = (
     "prepare_dataset", "train_c2am", "infer_c2am", "extract_cues", "eval_c2am", "c2am_boxes", "train_classifier",
     "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
     "visualize", "predict",
+    "prepare_wsol", "wsol_train_c2am", "wsol_infer_c2am", "box_threshold", "pseudo_boxes", "test_boxes",
+    "train_localizer", "infer_localizer", "wsol_train_classifier", "infer_classes", "eval_wsol", "wsol_figures",
 )
 # What people read for each pseudo-label variant, here and in the figures (c2am.figures).
 VARIANT_TITLES = {
@@ -175,6 +179,30 @@ def timing_lines(benchmarks: Path) -> list[str]:
     return lines
 
 
+def wsol_lines(path: Path) -> list[str]:
+    """The WSOL scores of results/wsol.json (eval_wsol), when the run made them (percent)."""
+    if not path.is_file():
+        return []
+    try:
+        r = json.loads(path.read_text())
+        loc, cam, maps = r["localizer"], r["c2am"], r["c2am_maps"]
+
+        def pct(*values) -> str:
+            return " / ".join(f"{100 * v:.1f}" for v in values)
+
+        return [
+            f"WSOL (%, split '{r['split']}', {loc['images']} images):",
+            row("localizer: GT-known / top-1 / top-5 loc", pct(loc["gt_known_loc"], loc["top1_loc"], loc["top5_loc"])),
+            row("localizer: MaxBoxAccV2 (one box)", pct(loc["maxboxacc_v2"])),
+            row("C2AM map: GT-known / top-1 / top-5 loc", pct(cam["gt_known_loc"], cam["top1_loc"], cam["top5_loc"])),
+            row(f"C2AM map: MaxBoxAccV2 (tau from {r['held_out_split']}) / oracle",
+                pct(maps["held_out"]["maxboxacc_v2"], maps["oracle"]["maxboxacc_v2"])),
+            row("classifier: top-1 / top-5", pct(loc["top1_cls"], loc["top5_cls"])),
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        return ["WSOL (%):", row(str(path), f"unreadable ({type(e).__name__}: {e})")]
+
+
 def predict_lines(results: Path) -> list[str]:
     """The new images predicted (results/predict/), when there are any."""
     masks = results / "predict" / "masks"
@@ -189,10 +217,14 @@ def summarize(workdir) -> str:
     workdir = Path(workdir)
     results = workdir / "results"
     gt = ground_truth(workdir)
+    wsol = wsol_lines(results / "wsol.json")
+    # a WSOL-only run (config/wsol.yaml) has no segmentation scores to show as missing
+    segmentation = not wsol or any((results / n).exists() for n in ("pseudo_masks.json", "voc_miou.txt"))
     sections = [
         ["c2am-wsss run summary"],
-        pseudo_lines(results / "pseudo_masks.json", gt),
-        final_lines(results, gt),
+        pseudo_lines(results / "pseudo_masks.json", gt) if segmentation else [],
+        final_lines(results, gt) if segmentation else [],
+        wsol,
         predict_lines(results),
         timing_lines(workdir / "benchmarks"),
     ]

@@ -86,7 +86,7 @@ def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict,
     plt = pyplot()
     n_cols = min(4, len(ids))
     n_rows = math.ceil(len(ids) / n_cols)
-    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(n_cols * 2.4, n_rows * 2.7 + 0.6))
+    fig, axes = plt.subplots(n_rows, n_cols, squeeze=False, figsize=(n_cols * 2.4, n_rows * 3.0 + 0.6))
     for ax in axes.flat:
         ax.axis("off")
 
@@ -117,5 +117,5 @@ def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict,
                Line2D([], [], color="yellow", label="localizer box")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
     fig.suptitle("WSOL on the test split: GT (green), C2AM map box (red, dashed), localizer (yellow)", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95), h_pad=1.5)
     return fig

@@ -98,7 +98,7 @@ def test_second_run_does_nothing_and_the_report_has_a_wsol_section(wsol_run):
     result = snakemake("--configfile", str(config), "--report", "wsol.html", "--", "wsol", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "wsol.html").read_text()
-    assert "6. WSOL" in html and "wsol_boxes.png" in html
+    assert "7. WSOL" in html and "wsol_boxes.png" in html
 
 
 def test_a_changed_localizer_setting_reruns_only_the_localizer(wsol_run):

@@ -13,6 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
+from c2am import defaults
 from c2am.data.voc import Manifest
 from c2am.io import pick_device, run_stage, save_json, set_threads
 from c2am.models.classifier import load_classifier, predict_scores
@@ -26,10 +27,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--split", default="test")
     p.add_argument("--checkpoint", type=Path, required=True, help="classifier checkpoint (train_classifier)")
     p.add_argument("--out", type=Path, required=True, help="class scores JSON")
-    p.add_argument("--batch-size", type=int, default=16, help="images per forward pass (same-size images only)")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (images of one size only)")
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast on CUDA")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    defaults.apply(p, "classifier.infer", exclude=("scales",))
     return p.parse_args(argv)
 
 

@@ -123,7 +123,7 @@ rule pseudo_boxes:
         report=report(
             "results/wsol_pseudo_boxes.txt",
             caption="../report/score_wsol_pseudo_boxes.rst",
-            category="6. WSOL",
+            category="7. WSOL",
         ),
     log:
         "logs/pseudo_boxes.log",
@@ -219,7 +219,7 @@ rule wsol_train_classifier:
         report=report(
             "results/wsol_classifier.txt",
             caption="../report/score_wsol_classifier.rst",
-            category="6. WSOL",
+            category="7. WSOL",
         ),
     log:
         "logs/wsol_train_classifier.log",
@@ -255,9 +255,11 @@ rule infer_classes:
     threads: rule_threads("infer_classes")
     resources:
         **rule_resources("infer_classes"),
+    params:
+        infer=flags(config["classifier"]["infer"], exclude=("scales",)),
     shell:
         "python -m c2am.stages.infer_classes --manifest {input.manifest} --split test"
-        " --checkpoint {input.model} --out {output} --threads {threads} 2> {log}"
+        " --checkpoint {input.model} --out {output} {params.infer} --threads {threads} 2> {log}"
 
 
 rule eval_wsol:
@@ -274,7 +276,7 @@ rule eval_wsol:
         txt=report(
             "results/wsol.txt",
             caption="../report/score_wsol.rst",
-            category="6. WSOL",
+            category="7. WSOL",
         ),
         json="results/wsol.json",
     log:
@@ -307,7 +309,7 @@ rule wsol_figures:
         report(
             "results/figures/wsol_boxes.png",
             caption="../report/wsol_boxes.rst",
-            category="6. WSOL",
+            category="7. WSOL",
         ),
     log:
         "logs/wsol_figures.log",

@@ -214,3 +214,25 @@ def test_crop_window_keeps_the_whole_box():
         top, left, h, w = box_crop_window((60, 80), [30, 20, 49, 39], (0.3, 1.0))
         assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 80
         assert left <= 30 and 49 < left + w and top <= 20 and 39 < top + h
+
+
+def test_prepare_wsol_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
+    from c2am.io import run_stage
+    from c2am.stages import prepare_wsol
+
+    root = make_cub_fixture(tmp_path / "CUB")
+    rewrite(root / "image_class_labels.txt", 5, "5 7")
+    out = tmp_path / "out"
+    argv = ["--kind", "cub", "--root", str(root), "--num-classes", "2", "--val-fraction", "0.4",
+            "--out-manifest", str(out / "manifest.json"), "--out-gt", str(out / "gt.json")]
+    assert run_stage(prepare_wsol.main, argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "image_class_labels.txt:5: class id 7 out of range 1..2" in err[-1]
+    assert not (out / "manifest.json").exists() and not (out / "gt.json").exists()
+    rewrite(root / "image_class_labels.txt", 5, "5 2")
+    assert run_stage(prepare_wsol.main, argv) == 0 and (out / "gt.json").is_file()
+    # a generated tree is never written over a folder the stage did not generate
+    argv_syn = ["--kind", "synthetic", "--root", str(root), "--out-manifest", str(out / "m.json"),
+                "--out-gt", str(out / "g.json")]
+    assert run_stage(prepare_wsol.main, argv_syn) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err

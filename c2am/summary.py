@@ -130,7 +130,7 @@ def final_lines(results: Path, gt: dict | None = None) -> list[str]:
     except Unreadable as e:
         return lines + [row("results", f"unreadable ({e})")]
     if weak is None and unscored(gt, "val"):
-        return lines + [row("DeepLab (val predictions in artifacts/deeplab/)", NOT_SCORED)]
+        return lines + [row("DeepLab, val predictions (artifacts/deeplab/)", NOT_SCORED)]
     lines.append(row(f"DeepLab on {trained_on(results)}", MISSING if weak is None else f"{weak:.2f}"))
     if weak is not None and gt is not None and "val" in gt and gt["val"][0] != gt["val"][1]:
         lines.append(row("scored on", image_count(*gt["val"])))

@@ -203,7 +203,7 @@ def test_folder_without_masks_runs_end_to_end(folder_run):
     assert f"gt_known_loc: {NOT_SCORED}" in (work / "results/c2am_boxes.txt").read_text()
     text = summarize(work)
     assert re.search(rf"results/pseudo_masks.json\s+{NOT_SCORED}", text), text
-    assert re.search(rf"DeepLab \(val predictions in artifacts/deeplab/\)\s+{NOT_SCORED}", text), text
+    assert re.search(rf"DeepLab, val predictions \(artifacts/deeplab/\)\s+{NOT_SCORED}", text), text
     assert NOT_SCORED in out  # the summary printed at the end of the run
     assert "no ground truth: not scored" in (work / "results/figures/metrics.html").read_text()
     manifest = Manifest.load(work / "artifacts/dataset/manifest.json")

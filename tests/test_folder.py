@@ -209,8 +209,9 @@ def test_dag_follows_the_masks_there_are(tmp_path):
     for target, split in (("results/voc_miou.txt", "val"), ("results/pseudo_masks.txt", "train"),
                           ("results/fully_supervised_miou.txt", "val")):
         result = snakemake("-n", "--configfile", folder_config(tmp_path, root), "--", target, cwd=tmp_path)
+        out = result.stdout + result.stderr
         assert result.returncode != 0
-        assert f"split '{split}' (dataset.splits." in result.stderr and "has no ground-truth masks" in result.stderr
+        assert f"split '{split}' (dataset.splits." in out and "has no ground-truth masks" in out, (target, out)
     save_label_png(root / "masks" / "img_103.png", np.zeros((39, 57), np.uint8))  # one val mask: val is scored
     result = snakemake("-n", "--configfile", folder_config(tmp_path, root), cwd=tmp_path)
     jobs = set(job_counts(result.stdout))

@@ -30,6 +30,7 @@ include: "workflow/rules/c2am.smk"
 include: "workflow/rules/pseudo.smk"
 include: "workflow/rules/deeplab.smk"
 include: "workflow/rules/wsol.smk"
+include: "workflow/rules/wsol.smk"
 
 
 if SHARDS > 1:
@@ -47,6 +48,16 @@ rule all:
     input:
         default_targets(),
         rules.visualize.output,
+
+
+# Everything of the WSOL half (workflow/rules/wsol.smk): scores, reports and the figure
+# (snakemake --configfile config/wsol.yaml wsol; snakemake --configfile config/wsol.yaml --report report.html wsol).
+rule wsol:
+    input:
+        "results/wsol.txt",
+        "results/wsol_pseudo_boxes.txt",
+        "results/wsol_classifier.txt",
+        "results/figures/wsol_boxes.png",
 
 
 onsuccess:

@@ -64,11 +64,15 @@ def curves(folder: Path, ids: list[str], gt, taus, threads: int, desc: str) -> n
     return np.stack(map_items(partial(_curve, taus=taus), items, threads=pool_size(len(items), threads), desc=desc))
 
 
-def class_scores(path: Path, ids: list[str], num_classes: int) -> np.ndarray:
+def class_scores(path: Path, ids: list[str], classes: list[str]) -> np.ndarray:
+    """N x K scores of ``ids``, columns in the order of ``classes`` (the manifest's, background excluded)."""
     data = load_json(path)
     scores = data.get("scores") if isinstance(data, dict) else None
     if not isinstance(scores, dict):
         raise InputError(f"{path}: not a class-scores file (needs 'scores')")
+    if data.get("classes") != classes:
+        raise InputError(f"{path}: scores are for classes {str(data.get('classes'))[:80]}, not the dataset's")
+    num_classes = len(classes)
     rows = []
     for i in ids:
         row = scores.get(i)
@@ -95,7 +99,7 @@ def main(argv=None) -> dict:
     k = manifest.num_classes - 1
     labels = np.array([class_index(manifest, i) - 1 for i in ids])
     gt_boxes = [gt.boxes_of(i) for i in ids]
-    scores = class_scores(args.class_scores, ids, k)
+    scores = class_scores(args.class_scores, ids, manifest.classes[1:])
     deltas = tuple(args.iou_thresholds)
     taus = threshold_grid(args.cam_curve_interval)
     record = load_json(args.box_threshold)

@@ -326,12 +326,3 @@ rule wsol_figures:
         "python -m c2am.stages.wsol_figures --manifest {input.manifest} --gt {input.gt} --split test"
         " --localizer-boxes {input.localizer} --c2am-boxes {input.c2am} --class-scores {input.scores}"
         " --seed {params.seed} --out {output} 2> {log}"
-
-
-# Everything of the WSOL half: scores and the report figure (snakemake --report report.html wsol).
-rule wsol:
-    input:
-        "results/wsol.txt",
-        "results/wsol_pseudo_boxes.txt",
-        "results/wsol_classifier.txt",
-        "results/figures/wsol_boxes.png",

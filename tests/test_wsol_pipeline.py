@@ -11,6 +11,7 @@ import yaml
 from c2am.artifacts import load_boxes
 from c2am.data.voc import Manifest
 from c2am.io import load_checkpoint
+from c2am.summary import summarize
 from tests.conftest import ROOT, job_counts, snakemake
 
 TRAINING_STAGES = {"train_c2am", "train_classifier", "train_localizer"}
@@ -60,6 +61,9 @@ def test_scores_and_artifacts(wsol_run):
     assert (work / "results/figures/wsol_boxes.png").stat().st_size > 1000
     assert {p.stem for p in (work / "benchmarks").glob("*.tsv")} >= {
         "prepare_wsol", "wsol_train_c2am", "train_localizer", "infer_localizer", "eval_wsol"}
+    summary = summarize(work)  # what the run printed at its end: the WSOL scores, no empty segmentation lines
+    assert re.search(r"localizer: GT-known / top-1 / top-5 loc\s+\d+\.\d / \d+\.\d / \d+\.\d", summary)
+    assert "Pseudo masks" not in summary and "train_localizer" in summary
 
 
 def test_the_test_split_never_enters_training(wsol_run):

@@ -30,7 +30,6 @@ include: "workflow/rules/c2am.smk"
 include: "workflow/rules/pseudo.smk"
 include: "workflow/rules/deeplab.smk"
 include: "workflow/rules/wsol.smk"
-include: "workflow/rules/wsol.smk"
 
 
 if SHARDS > 1:
@@ -39,11 +38,11 @@ if SHARDS > 1:
 
 
 include: "workflow/rules/report.smk"
-
 include: "workflow/rules/predict.smk"
 
-rule all:
+
 # Every product, and the scores the data allows (default_targets, workflow/rules/common.smk).
+rule all:
     default_target: True
     input:
         default_targets(),

@@ -6,6 +6,7 @@ import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +20,8 @@ from c2am.data.synthetic import (
     boundary_width,
     default_class_names,
     generate_voc_tree,
+    DISTRACTOR_DIR,
+    World,
     render_sample,
     synthetic_ids,
 )
@@ -72,7 +75,7 @@ def parse_boxes(path: Path) -> list[tuple[str, list[int]]]:
 
 def test_same_seed_gives_byte_identical_tree(trees):
     a, b = tree_hashes(trees["a"]), tree_hashes(trees["b"])
-    assert len(a) == 4 * (N_TRAIN + N_VAL) + 3
+    assert len(a) == 5 * (N_TRAIN + N_VAL) + 3  # jpg, 2 masks, xml, distractor mask; 3 lists
     assert a == b
 
 
@@ -87,7 +90,7 @@ def test_image_does_not_depend_on_split_sizes(trees, tmp_path):
     generate_voc_tree(tmp_path, CLASSES, 2, 1, SIZE, 0)
     small, full = tree_hashes(tmp_path), tree_hashes(trees["a"])
     shared = [k for k in small if not k.startswith("ImageSets/")]
-    assert len(shared) == 4 * 3
+    assert len(shared) == 5 * 3
     assert all(small[k] == full[k] for k in shared)
 
 
@@ -216,7 +219,7 @@ def test_badges_are_distinct_per_class():
 
 def test_every_object_shows_its_badge():
     for number in range(8):
-        image, label, objects = render_sample(3, number, NUM_CLASSES, SIZE)
+        image, label, objects, _ = render_sample(3, number, NUM_CLASSES, SIZE)
         assert objects
         yy, xx = np.mgrid[:SIZE, :SIZE]
         for obj in objects:
@@ -233,7 +236,7 @@ def test_body_colour_does_not_depend_on_class():
     """Mean colour of object pixels far from the badge: the spread within a class exceeds the class gap."""
     per_class: dict[int, list[np.ndarray]] = {}
     for number in range(40):
-        image, label, objects = render_sample(5, number, 3, 48)
+        image, label, objects, _ = render_sample(5, number, 3, 48)
         yy, xx = np.mgrid[:48, :48]
         for obj in objects:
             bx, by = obj.badge_centre
@@ -257,3 +260,74 @@ def test_bad_arguments_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="n_val"):
         generate_voc_tree(tmp_path, CLASSES, 1, 0, SIZE, 0)
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- the harder world
+
+
+HARD = World(distractor_prob=1.0, small_object_prob=0.0, low_contrast_prob=0.0)
+
+
+@pytest.mark.parametrize("size", [64, 96])
+def test_distractor_masks_are_background_and_badge_free(size):
+    seen = 0
+    for number in range(12):
+        image, label, objects, distractors = render_sample(2, number, NUM_CLASSES, size, HARD)
+        assert distractors.shape == label.shape == (size, size)
+        assert np.all(label[distractors] == 0)  # a distractor belongs to no class
+        yy, xx = np.mgrid[:size, :size]
+        for obj in objects:  # no badge is ever covered by a distractor (distractors lie behind objects)
+            bx, by = obj.badge_centre
+            assert not distractors[(xx - bx) ** 2 + (yy - by) ** 2 <= obj.badge_radius**2].any()
+        seen += bool(distractors.any())
+    assert seen >= 10  # every image draws 1-2; a few may be hidden behind the objects
+
+
+def test_distractor_share_follows_the_config():
+    counts = {p: sum(render_sample(4, n, NUM_CLASSES, SIZE, World(distractor_prob=p))[3].any() for n in range(40))
+              for p in (0.0, 0.5)}
+    assert counts[0.0] == 0 and 10 <= counts[0.5] <= 30
+
+
+def test_tree_writes_the_distractor_masks(tmp_path):
+    generate_voc_tree(tmp_path, CLASSES, 3, 1, 48, 0, HARD)
+    for image_id in ("syn_000000", "syn_000002", "syn_500000"):
+        written = load_label_png(tmp_path / DISTRACTOR_DIR / f"{image_id}.png")
+        label = load_label_png(tmp_path / "SegmentationClass" / f"{image_id}.png")
+        assert set(np.unique(written)) <= {0, 255} and np.all(label[written == 255] == 0)
+        number = int(image_id.removeprefix("syn_"))
+        assert np.array_equal(written == 255, render_sample(0, number, NUM_CLASSES, 48, HARD)[3])
+
+
+def test_small_objects_are_small():
+    world = World(small_object_prob=1.0, small_object_area=(0.02, 0.04))
+    for number in range(10):
+        _, label, objects, _ = render_sample(1, number, NUM_CLASSES, 80, world)
+        for obj in objects:
+            x0, y0, x1, y1 = obj.box
+            assert (x1 - x0 + 1) * (y1 - y0 + 1) <= 0.04 * 80 * 80 * 2.5  # a blob fills >= 40 % of its box
+
+
+def test_low_contrast_bodies_differ_less_from_their_surroundings():
+    def edge_contrast(world):
+        gaps = []
+        for number in range(16):
+            image, label, objects, _ = render_sample(6, number, NUM_CLASSES, SIZE, world)
+            fg = (label > 0) & (label != IGNORE)
+            ring = cv2.dilate(fg.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool) & (label == 0)
+            if fg.any() and ring.any():
+                gaps.append(np.abs(image[fg].mean(axis=0) - image[ring].mean(axis=0)).mean())
+        return np.mean(gaps)
+
+    assert edge_contrast(World(low_contrast_prob=1.0)) < 0.6 * edge_contrast(World())
+
+
+@pytest.mark.parametrize("key, world", [
+    ("distractor_prob", dict(distractor_prob=1.5)),
+    ("small_object_prob", dict(small_object_prob=-0.1)),
+    ("small_object_area", dict(small_object_area=(0.05, 0.02))),
+    ("low_contrast_prob", dict(low_contrast_prob=2)),
+])
+def test_bad_world_is_an_input_error_naming_the_key(key, world):
+    with pytest.raises(InputError, match=f"dataset.synthetic.{key}"):
+        World(**world)

@@ -18,6 +18,8 @@ Layout written by :func:`generate_voc_tree` (the same one that real VOC 2012 + S
     SegmentationClass/<id>.png     VOC palette; 0 = background, 1..C-1 = classes, 255 = boundary band
     SegmentationClassAug/<id>.png  identical to SegmentationClass
     Annotations/<id>.xml           VOC XML, one <object> per visible object instance
+    Distractors/<id>.png           grayscale, 255 = a visible distractor pixel (background in the masks); read by
+                                   the distractor score only, never by a stage that trains
     ImageSets/Segmentation/{train,train_aug,val}.txt
 
 Ids: ``syn_NNNNNN``. Training images are numbered ``0 .. n_train-1`` and validation images
@@ -47,11 +49,12 @@ import numpy as np
 from tqdm import tqdm
 
 from c2am.artifacts import IGNORE
-from c2am.io import InputError, save_jpeg, save_label_png, save_text
+from c2am.io import InputError, save_gray_png, save_jpeg, save_label_png, save_text
 
 log = logging.getLogger(__name__)
 
 ID_PREFIX = "syn_"
+DISTRACTOR_DIR = "Distractors"  # <id>.png, 255 = distractor pixel (labelled background); only scoring reads it
 VAL_ID_OFFSET = 500_000  # validation ids start here, so train and val never share a number
 MIN_CLASSES, MAX_CLASSES = 3, 21  # including background
 MIN_IMAGE_SIZE = 32
@@ -63,6 +66,48 @@ BADGE_AREA_RANGE = (0.10, 0.18)  # badge area / body area
 TOUCH_BORDER_PROB = 0.2  # share of objects allowed to run over the image border
 MIN_VISIBLE = 0.5  # an occluded object keeps at least this share of its area
 PLACEMENT_TRIES = 30
+DISTRACTOR_COUNT_PROBS = (0.7, 0.3)  # 1 or 2 distractors in an image that has any
+DISTRACTOR_AREA_RANGE = (0.04, 0.20)
+
+
+@dataclass(frozen=True)
+class World:
+    """What makes the embedded world hard (config ``dataset.synthetic``). All zero is this project's first, easy
+    world, image for image: no random number is drawn for a feature whose share is 0.
+
+    - ``distractor_prob``: share of images holding 1-2 *distractors*: bodies of the object family (shaded, rimmed,
+      textured) without a badge. They belong to no class, so the masks label them background; a class-agnostic
+      map still sees them as objects, which is the failure real photos show (VOC's tables, walls, sofas).
+    - ``small_object_prob``: share of objects whose area is drawn from ``small_object_area`` (fractions of the image)
+      instead of the count's usual range.
+    - ``low_contrast_prob``: share of bodies (objects and distractors) painted close to the background behind
+      them, with a faint rim, little shading and little texture.
+    """
+
+    distractor_prob: float = 0.0
+    small_object_prob: float = 0.0
+    small_object_area: tuple[float, float] = (0.02, 0.05)
+    low_contrast_prob: float = 0.0
+
+    def __post_init__(self):
+        for key in ("distractor_prob", "small_object_prob", "low_contrast_prob"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise InputError(f"dataset.synthetic.{key}: must be in [0, 1], got {getattr(self, key)}")
+        lo, hi = self.small_object_area
+        if not 0.0 < lo <= hi < 1.0:
+            raise InputError(f"dataset.synthetic.small_object_area: need 0 < lo <= hi < 1, got {lo} {hi}")
+
+
+    @classmethod
+    def from_config(cls, synthetic: dict) -> "World":
+        """The world of a ``dataset.synthetic`` config section (its other keys are the dataset's size)."""
+        return cls(synthetic["distractor_prob"], synthetic["small_object_prob"], tuple(synthetic["small_object_area"]),
+                   synthetic["low_contrast_prob"])
+
+
+def _chance(rng: np.random.Generator, p: float) -> bool:
+    """True with probability p; draws nothing when p is 0, so a world without the feature is the old one."""
+    return p > 0 and rng.random() < p
 
 
 # ----------------------------------------------------------------------------- badges (the class evidence)
@@ -291,8 +336,17 @@ def _disc(size: int, cx: float, cy: float, radius: float) -> np.ndarray:
     return (xx - cx) ** 2 + (yy - cy) ** 2 <= radius**2
 
 
-def _try_object(rng: np.random.Generator, size: int, class_index: int, area_frac: float) -> _Placed | None:
-    """Sample one object's body and badge; None when the badge does not fit inside the visible body."""
+@dataclass
+class _Body:
+    """Geometry of a badge-less body (a distractor)."""
+
+    alpha: np.ndarray  # anti-aliased coverage, float32 HxW
+    mask: np.ndarray  # alpha >= 0.5
+    area: int
+
+
+def _try_body(rng: np.random.Generator, size: int, area_frac: float) -> _Body | None:
+    """An irregular blob of about ``area_frac`` of the image; None when it would be tiny."""
     radius = math.sqrt(area_frac * size * size / math.pi)
     outline = _blob_outline(rng, radius)
     half_x, half_y = np.abs(outline).max(axis=0)
@@ -305,8 +359,15 @@ def _try_object(rng: np.random.Generator, size: int, class_index: int, area_frac
     alpha = _fill_polygon(size, outline + [cx, cy])
     mask = alpha >= 0.5
     area = int(mask.sum())
-    if area < 16:
+    return None if area < 16 else _Body(alpha, mask, area)
+
+
+def _try_object(rng: np.random.Generator, size: int, class_index: int, area_frac: float) -> _Placed | None:
+    """Sample one object's body and badge; None when the badge does not fit inside the visible body."""
+    body = _try_body(rng, size, area_frac)
+    if body is None:
         return None
+    mask, area = body.mask, body.area
 
     badge = badge_for_class(class_index)
     reach = _badge_reach(badge.shape)
@@ -321,7 +382,7 @@ def _try_object(rng: np.random.Generator, size: int, class_index: int, area_frac
     bx, by = float(xs[i]) + rng.uniform(-0.5, 0.5), float(ys[i]) + rng.uniform(-0.5, 0.5)
     return _Placed(
         class_index=class_index,
-        alpha=alpha,
+        alpha=body.alpha,
         mask=mask,
         area=area,
         badge_centre=(bx, by),
@@ -352,13 +413,14 @@ def _sample_classes(rng: np.random.Generator, count: int, num_classes: int) -> l
     return classes
 
 
-def _place_objects(rng: np.random.Generator, size: int, num_classes: int) -> list[_Placed]:
+def _place_objects(rng: np.random.Generator, size: int, num_classes: int, world: World) -> list[_Placed]:
     """1-3 objects drawn in order (later ones occlude earlier ones); the first is always placed."""
     count = int(rng.choice([1, 2, 3], p=COUNT_PROBS))
-    lo, hi = AREA_RANGE[count]
     placed: list[_Placed] = []
     visible: list[np.ndarray] = []
     for k, class_index in enumerate(_sample_classes(rng, count, num_classes)):
+        small = _chance(rng, world.small_object_prob)
+        lo, hi = world.small_object_area if small else AREA_RANGE[count]
         for attempt in range(PLACEMENT_TRIES * (4 if k == 0 else 1)):
             # Log-uniform area; the first object shrinks on repeated failures so that it always fits.
             shrink = 0.97 ** max(0, attempt - PLACEMENT_TRIES) if k == 0 else 1.0
@@ -373,17 +435,41 @@ def _place_objects(rng: np.random.Generator, size: int, num_classes: int) -> lis
     return placed
 
 
+def _place_distractors(rng: np.random.Generator, size: int, world: World) -> list[_Body]:
+    """None, or 1-2 badge-less bodies (drawn first, so that objects may hide part of them, never the reverse)."""
+    if not _chance(rng, world.distractor_prob):
+        return []
+    count = int(rng.choice([1, 2], p=DISTRACTOR_COUNT_PROBS))
+    lo, hi = DISTRACTOR_AREA_RANGE
+    bodies = []
+    for _ in range(count):
+        for _attempt in range(PLACEMENT_TRIES):
+            body = _try_body(rng, size, math.exp(rng.uniform(math.log(lo), math.log(hi))))
+            if body is not None:
+                bodies.append(body)
+                break
+    return bodies
+
+
 # ----------------------------------------------------------------------------- painting
 
 
-def _paint_body(rng: np.random.Generator, image: np.ndarray, obj: _Placed) -> None:
-    """Composite a body: random hue, a grey detail texture, rounded shading, a directional light, a dark rim."""
+def _paint_body(rng: np.random.Generator, image: np.ndarray, obj: _Placed | _Body, low_contrast: bool = False) -> None:
+    """Composite a body: random hue, a grey detail texture, rounded shading, a directional light, a dark rim.
+
+    ``low_contrast``: the base colour is the mean of the background under the body, slightly shifted, and the
+    texture, shading and rim are faint, so that only a weak edge tells body from background.
+    """
     size = image.shape[0]
     hue, sat, val = rng.uniform(0, 1), rng.uniform(0.3, 0.7), rng.uniform(0.5, 0.9)
     base = np.array(colorsys.hsv_to_rgb(hue, sat, val), np.float32)
+    if low_contrast:
+        under = image[obj.mask].mean(axis=0)
+        base = np.clip(under * rng.uniform(0.85, 1.15) + 0.25 * (base - under) * rng.uniform(0.2, 0.6), 0.0, 1.0)
     sources = body_sources()
     tex = _random_crop(rng, sources[int(rng.integers(0, len(sources)))], size, min_frac=0.25)
-    tex = np.clip(1.0 + rng.uniform(0.08, 0.2) * tex, 0.5, 1.5)
+    amplitude = rng.uniform(0.08, 0.2) * (0.4 if low_contrast else 1.0)
+    tex = np.clip(1.0 + amplitude * tex, 0.5, 1.5)
 
     dist = _distance_inside(obj.alpha >= 0.5)
     depth = np.sqrt(dist / max(float(dist.max()), 1.0))
@@ -393,8 +479,9 @@ def _paint_body(rng: np.random.Generator, image: np.ndarray, obj: _Placed) -> No
     light = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     slope = ((xx - cx) * math.cos(light) + (yy - cy) * math.sin(light)) / radius
-    shade = (0.55 + 0.45 * depth) * np.clip(1.0 + 0.2 * slope, 0.7, 1.3)
-    rim = np.where(dist <= 1.0, 0.55, 1.0)
+    relief, rim_dark = (0.15, 0.9) if low_contrast else (0.45, 0.55)
+    shade = (1.0 - relief + relief * depth) * np.clip(1.0 + 0.2 * slope, 0.7, 1.3)
+    rim = np.where(dist <= 1.0, rim_dark, 1.0)
     body = base[None, None] * (shade * tex * rim)[..., None]
     a = obj.alpha[..., None]
     image *= 1.0 - a
@@ -468,20 +555,27 @@ class SyntheticObject:
 
 
 def render_sample(
-    seed: int, number: int, num_classes: int, image_size: int
-) -> tuple[np.ndarray, np.ndarray, list[SyntheticObject]]:
-    """Image number ``number``: (RGB uint8 HxWx3, label uint8 HxW with the 255 band, visible objects).
+    seed: int, number: int, num_classes: int, image_size: int, world: World = World()
+) -> tuple[np.ndarray, np.ndarray, list[SyntheticObject], np.ndarray]:
+    """Image number ``number``: (RGB uint8 HxWx3, label uint8 HxW with the 255 band, visible objects, distractor
+    mask bool HxW).
 
-    Depends only on its arguments (``np.random.default_rng([seed, number])``).
+    The distractor mask holds the visible distractor pixels that the label calls background (0): the pixels a
+    pseudo label should leave background. Depends only on its arguments (``np.random.default_rng([seed, number])``).
     """
     _check_num_classes(num_classes)
     rng = np.random.default_rng([seed, number])
     size = image_size
     image = _background(rng, size)
-    placed = _place_objects(rng, size, num_classes)
+    distractors = _place_distractors(rng, size, world)
+    placed = _place_objects(rng, size, num_classes, world)
+    distractor_mask = np.zeros((size, size), bool)
+    for body in distractors:
+        _paint_body(rng, image, body, low_contrast=_chance(rng, world.low_contrast_prob))
+        distractor_mask |= body.mask
     instances = np.zeros((size, size), np.int32)
     for k, obj in enumerate(placed, start=1):
-        _paint_body(rng, image, obj)
+        _paint_body(rng, image, obj, low_contrast=_chance(rng, world.low_contrast_prob))
         _paint_badge(rng, image, obj)
         instances[obj.mask] = k
     image_u8 = np.clip(np.round(image * 255.0), 0, 255).astype(np.uint8)
@@ -489,6 +583,7 @@ def render_sample(
     class_of = np.array([0] + [o.class_index for o in placed], np.uint8)
     label = class_of[instances]
     label[boundary_band(instances, boundary_width(size))] = IGNORE
+    distractor_mask &= label == 0
 
     objects = []
     for k, obj in enumerate(placed, start=1):
@@ -499,7 +594,7 @@ def render_sample(
         objects.append(
             SyntheticObject(obj.class_index, box, truncated, occluded, obj.badge_centre, obj.badge_radius)
         )
-    return image_u8, label, objects
+    return image_u8, label, objects, distractor_mask
 
 
 def annotation_xml(image_id: str, image_size: int, objects: list[SyntheticObject], classes: list[str]) -> str:
@@ -563,8 +658,10 @@ def synthetic_ids(n_train: int, n_val: int) -> tuple[list[str], list[str]]:
     return train, val
 
 
-def generate_voc_tree(root: Path, classes: list[str], n_train: int, n_val: int, image_size: int, seed: int) -> None:
-    """Write the synthetic VOC2012-layout tree under ``root`` (see the module docstring).
+def generate_voc_tree(
+    root: Path, classes: list[str], n_train: int, n_val: int, image_size: int, seed: int, world: World = World()
+) -> None:
+    """Write the synthetic VOC2012-layout tree under ``root`` (see the module docstring), in ``world``.
 
     Every file is written atomically; the image lists come last, so a killed run leaves no complete-looking
     list. Files of a previous, larger run are not removed, but no list names them.
@@ -573,11 +670,12 @@ def generate_voc_tree(root: Path, classes: list[str], n_train: int, n_val: int, 
     _check_arguments(classes, n_train, n_val, image_size)
     root = Path(root)
     train_ids, val_ids = synthetic_ids(n_train, n_val)
-    log.info("synthetic VOC: %d train + %d val images of %d px, %d classes, seed %d -> %s",
-             n_train, n_val, image_size, len(classes), seed, root)
+    log.info("synthetic VOC: %d train + %d val images of %d px, %d classes, seed %d, %s -> %s",
+             n_train, n_val, image_size, len(classes), seed, world, root)
     for image_id in tqdm(train_ids + val_ids, desc="synthetic VOC", unit="img"):
         number = int(image_id[len(ID_PREFIX):])
-        image, label, objects = render_sample(seed, number, len(classes), image_size)
+        image, label, objects, distractors = render_sample(seed, number, len(classes), image_size, world)
+        save_gray_png(root / DISTRACTOR_DIR / f"{image_id}.png", np.where(distractors, 255, 0).astype(np.uint8))
         save_jpeg(root / "JPEGImages" / f"{image_id}.jpg", image)
         save_label_png(root / "SegmentationClass" / f"{image_id}.png", label)
         save_label_png(root / "SegmentationClassAug" / f"{image_id}.png", label)

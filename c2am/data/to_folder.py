@@ -33,14 +33,14 @@ MARKER = ".c2am-folder-export"
 def embedded_manifest(workdir: Path) -> Manifest:
     """Generate the embedded dataset of the default config under ``workdir`` and return its manifest."""
     from c2am import defaults
-    from c2am.data.synthetic import generate_voc_tree
+    from c2am.data.synthetic import World, generate_voc_tree
 
     data = defaults.value("dataset")
     root = workdir / "VOC2012"
     root.mkdir(parents=True)
     synthetic = data["synthetic"]
     generate_voc_tree(root, data["classes"], synthetic["n_train"], synthetic["n_val"], synthetic["image_size"],
-                      defaults.value("seed"))
+                      defaults.value("seed"), World.from_config(synthetic))
     return build_manifest(root, data["classes"], data["splits"], mask_dir=data["mask_dir"])
 
 

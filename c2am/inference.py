@@ -266,3 +266,29 @@ def predict_probs_batch(model, images: torch.Tensor, scales: Sequence[float], fl
             p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
         total = p if total is None else total.add_(p)
     return total / len(scales)
+
+
+@torch.no_grad()
+def saliency_maps(model, images: torch.Tensor, scales: Sequence[float], flip: bool, amp: bool = False) -> list[np.ndarray]:
+    """Saliency network: per image of an N x 3 x H x W batch, the H x W float32 soft saliency S = sigmoid(logit) in
+    [0, 1], averaged over ``scales`` (and their horizontal flips with ``flip``) at the image size. Not
+    max-normalised: S is a probability, and an image without a salient object keeps low values."""
+    size = tuple(images.shape[-2:])
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, amp):
+            return torch.sigmoid(model(x).float())
+
+    if flip:
+        total = multiscale_flip_batch(forward, images, scales, out_size=size) / (2 * len(scales))
+    else:
+        total = None
+        for s in scales:
+            resized = scaled_size(size, s)
+            x = images if resized == size else F.interpolate(images, size=resized, mode="bilinear", align_corners=False)
+            p = forward(x)
+            if tuple(p.shape[-2:]) != size:
+                p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+            total = p if total is None else total.add_(p)
+        total = total / len(scales)
+    return [one[0].clamp_(0.0, 1.0).cpu().numpy() for one in total]

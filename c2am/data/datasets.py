@@ -9,14 +9,17 @@ through ``c2am.inference.InferenceDataset`` / ``iterate_images``.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from c2am.artifacts import IGNORE
-from c2am.data.voc import Manifest
+from c2am.artifacts import IGNORE, load_cue
+from c2am.data.voc import Manifest, image_size
+from c2am.io import InputError
 
 
 def to_image_tensor(image: np.ndarray) -> tv_tensors.Image:
@@ -108,3 +111,43 @@ class SegmentationDataset(Dataset):
         image, mask = self.transform(image, mask)
         return image, mask.long()
 
+
+class CueDataset(Dataset):
+    """(image, cue as int64 HxW: 1 = foreground, 0 = background, 255 = padding of the crop) for the saliency network.
+
+    The cue of image ``<id>`` is ``cues_dir/<id>.png`` (c2am.artifacts.load_cue, checked against the image's size);
+    ``transform`` (e.g. :func:`segmentation_train_transform`) moves image and cue together. No label of any kind is
+    read: neither GT masks nor image-level classes.
+    """
+
+    def __init__(self, manifest: Manifest, split: str, cues_dir, transform=None):
+        self.manifest = manifest
+        self.ids = manifest.ids(split)
+        self.cues_dir = Path(cues_dir)
+        self.transform = transform or _TO_FLOAT
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def cue_path(self, image_id: str) -> Path:
+        return self.cues_dir / f"{image_id}.png"
+
+    def check_sizes(self) -> None:
+        """Every cue exists and has its image's size, from the file headers (no decoding); the first that does
+        not is an InputError naming it."""
+        for image_id in self.ids:
+            path = self.cue_path(image_id)
+            if not path.is_file():
+                raise InputError(f"{path}: cue not found")
+            cue_hw, image_hw = image_size(path), image_size(self.manifest.image_path(image_id))
+            if cue_hw != image_hw:
+                raise InputError(f"{path}: cue size {cue_hw[1]}x{cue_hw[0]} differs from its image's "
+                                 f"{image_hw[1]}x{image_hw[0]}")
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        image = self.manifest.load_image(image_id)
+        cue = load_cue(self.cue_path(image_id), image.shape[:2])
+        mask = tv_tensors.Mask(torch.from_numpy(cue.astype(np.uint8)))
+        image, mask = self.transform(to_image_tensor(image), mask)
+        return image, mask.long()

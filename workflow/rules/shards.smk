@@ -1,6 +1,7 @@
 # Sharded inference (config `shards` > 1; included by the Snakefile only then): the gathers that merge per-shard
 # folders (artifacts/shards/...) into the usual folders.
-# The per-image rules themselves (infer_c2am, extract_cues, infer_cam, refine_cams, crf_labels, infer_deeplab)
+# The per-image rules themselves (infer_c2am, extract_cues, infer_saliency, infer_cam, refine_cams, crf_labels,
+# infer_deeplab)
 # write to sharded(...) paths, see common.smk.
 
 
@@ -8,6 +9,7 @@
 GATHERED = {
     "c2am/maps": "train",
     "c2am/cues": "train",
+    "saliency/maps": "train",
     "classifier/cams": "train",
     "pseudo/cam_cues": "train",
     "pseudo/cam_fixed_tau": "train",

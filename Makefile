@@ -19,8 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# the default target `all`: every stage, score, figure and the fully supervised reference
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES) results/voc_miou.txt
+	$(BIN)/snakemake --cores $(CORES)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -18,7 +18,6 @@ import numpy as np
 from c2am.artifacts import IGNORE
 
 
-
 # ----------------------------------------------------------------------------- semantic segmentation
 
 
@@ -101,6 +100,33 @@ def nanmean(values: np.ndarray) -> float:
     values = np.asarray(values, dtype=np.float64)
     ok = ~np.isnan(values)
     return float(values[ok].mean()) if ok.any() else float("nan")
+
+
+class DistractorShare:
+    """Share of *distractor* pixels (salient things of no class, background in the GT) that a label map gives a
+    class: lower is better. A pixel labelled background or uncertain (255) counts as left alone."""
+
+    def __init__(self):
+        self.labelled = 0
+        self.total = 0
+
+    def update(self, pred: np.ndarray, distractors: np.ndarray) -> "DistractorShare":
+        pred, distractors = np.asarray(pred), np.asarray(distractors, dtype=bool)
+        if pred.shape != distractors.shape:
+            raise ValueError(f"prediction shape {pred.shape} differs from distractor mask shape {distractors.shape}")
+        on = pred[distractors]
+        self.labelled += int(np.count_nonzero((on != 0) & (on != IGNORE)))
+        self.total += int(on.size)
+        return self
+
+    def merge(self, other: "DistractorShare") -> "DistractorShare":
+        self.labelled += other.labelled
+        self.total += other.total
+        return self
+
+    def compute(self) -> float:
+        """labelled / total; NaN when there is no distractor pixel."""
+        return self.labelled / self.total if self.total else float("nan")
 
 
 # ----------------------------------------------------------------------------- binary maps

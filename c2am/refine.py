@@ -6,6 +6,14 @@ label(p) = argmax over [B(p), CAM_c1(p), ..., CAM_ck(p)], mapped back to class i
   1 on cue background (every normalised CAM is <= 1, so the pixel stays background: ties go to background)
   and 0 on cue foreground (the strongest class wins, if any CAM there is above 0).
 * The CAM-only baseline uses a constant B(p) = tau.
+* With the saliency network's soft map S, B(p) = 1 - S(p) (the official step 4).
+
+The official rule gives every foreground pixel a class as soon as any CAM there is above 0, so a salient thing of
+no class (a distractor) takes the class of whichever CAM spills onto it. :func:`robust_labels` adds an evidence
+test per colour region to any pseudo-label map: labelled pixels of a region whose mean strongest CAM stays under
+``region_floor`` become uncertain (IGNORE). A distractor is its own colour region, touched only by the CAM's
+blurred edge; an object's region holds the CAM peak. Testing the mean over a region, not each pixel, keeps an
+object's weakly activated parts.
 """
 
 from __future__ import annotations
@@ -53,6 +61,44 @@ def refine_labels(cams: np.ndarray, classes: Sequence[int], background) -> np.nd
     peak = np.take_along_axis(cams, best[None], axis=0)[0]
     # Strictly greater: a tie with the background score leaves the pixel background.
     return np.where(peak > bg, classes[best], 0).astype(np.uint8)
+
+
+def colour_regions(image: np.ndarray, scale: float, sigma: float, min_size: int) -> np.ndarray:
+    """H x W int region labels 0..R-1 of an RGB image: Felzenszwalb-Huttenlocher graph segmentation (skimage), so
+    that one region rarely spans two things of different colour, such as an object and the distractor behind it."""
+    from skimage.segmentation import felzenszwalb
+
+    return felzenszwalb(np.asarray(image), scale=scale, sigma=sigma, min_size=int(min_size)).astype(np.int64)
+
+
+def robust_labels(labels: np.ndarray, cams: np.ndarray, classes: Sequence[int], regions: np.ndarray,
+                  region_floor: float) -> np.ndarray:
+    """``labels`` (a pseudo-label map) after the evidence test against distractors (module docstring).
+
+    ``regions``: H x W int labels of colour regions (:func:`colour_regions`). Inside each region, the pixels that
+    ``labels`` gives a class keep it only when the image's strongest CAM, averaged over those pixels, reaches
+    ``region_floor`` (CAMs are normalised to peak 1 per class and image); otherwise they become uncertain
+    (IGNORE), which DeepLab skips. Background and IGNORE pixels are left as they are; ``region_floor`` 0 changes
+    nothing.
+    """
+    from c2am.artifacts import IGNORE  # not at the top: c2am.artifacts imports this module
+
+    if not 0.0 <= region_floor <= 1.0:
+        raise ValueError(f"region_floor must be in [0, 1], got {region_floor}")
+    labels, regions = np.asarray(labels), np.asarray(regions)
+    cams, classes = check_cams(cams, classes)
+    if not labels.shape == regions.shape == cams.shape[1:]:
+        raise ValueError(f"shapes differ: labels {labels.shape}, regions {regions.shape}, CAMs {cams.shape[1:]}")
+    labelled = (labels > 0) & (labels != IGNORE)
+    if not labelled.any() or classes.size == 0:
+        return labels.astype(np.uint8)
+    peak = cams.max(axis=0)
+    ids = np.unique(regions, return_inverse=True)[1].reshape(regions.shape)  # any ints -> 0..R-1
+    n = int(ids.max()) + 1
+    total = np.bincount(ids[labelled], weights=peak[labelled], minlength=n)
+    count = np.bincount(ids[labelled], minlength=n)
+    mean = np.divide(total, count, out=np.zeros(n), where=count > 0)
+    return np.where(labelled & (mean[ids] < region_floor), IGNORE, labels).astype(np.uint8)
 
 
 def refine_sweep(cams: np.ndarray, classes: Sequence[int], taus: Sequence[float]) -> np.ndarray:

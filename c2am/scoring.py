@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from c2am.artifacts import load_cams, load_labels
+from c2am.artifacts import load_cams, load_cue, load_labels
 from c2am.io import InputError
-from c2am.metrics import ConfusionMatrix
+from c2am.metrics import ConfusionMatrix, DistractorShare
 from c2am.parallel import map_items
 from c2am.refine import refine_sweep
 
@@ -59,6 +59,33 @@ def score_folder(manifest, split: str, pred_dir, gt_dir=None, threads: int = 1) 
     for part in map_items(_score_chunk, tasks, threads=threads, desc=f"score {split}"):
         cm.merge(part)
     return cm
+
+
+def _distractor_chunk(task: tuple) -> DistractorShare:
+    """Worker: distractor pixels given a class, for a few images."""
+    manifest, ids, pred_dir, distractor_dir = task
+    share = DistractorShare()
+    for image_id in ids:
+        # a distractor mask is a 0/255 grayscale PNG like a cue (c2am.data.synthetic writes them)
+        distractors = load_cue(Path(distractor_dir) / f"{image_id}.png")
+        pred = load_labels(Path(pred_dir) / f"{image_id}.png", distractors.shape, manifest.num_classes, "prediction")
+        share.update(pred, distractors)
+    return share
+
+
+def distractor_share(manifest, split: str, pred_dir, distractor_dir, threads: int = 1) -> DistractorShare:
+    """How many distractor pixels of ``distractor_dir/<id>.png`` (255 = distractor) the labels of ``pred_dir``
+    give a class, over the split's images that have a GT mask (the images :func:`score_folder` scores)."""
+    ids = manifest.require_gt_ids(split)
+    check_predictions_exist(pred_dir, ids, split)
+    missing = [i for i in ids if not (Path(distractor_dir) / f"{i}.png").is_file()]
+    if missing:
+        raise InputError(f"{distractor_dir}: {len(missing)} of {len(ids)} distractor masks missing, e.g. {missing[0]}.png")
+    tasks = [(manifest, chunk, str(pred_dir), str(distractor_dir)) for chunk in _chunks(ids)]
+    total = DistractorShare()
+    for part in map_items(_distractor_chunk, tasks, threads=threads, desc=f"distractors {split}"):
+        total.merge(part)
+    return total
 
 
 def _sweep_chunk(task: tuple) -> np.ndarray:

@@ -33,7 +33,8 @@ WIDTH = 46  # label column
 # Rule names in DAG order; a benchmark file is <rule>.tsv or <rule>_<wildcards>.tsv.
 STAGE_ORDER = (
     "prepare_dataset", "train_c2am", "infer_c2am", "extract_cues", "eval_c2am", "c2am_boxes", "train_classifier",
-    "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
+    "infer_cam", "train_saliency", "infer_saliency", "refine_cams", "refine_fixed_tau", "crf_labels", "robust_labels",
+    "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
     "visualize", "predict",
     "prepare_wsol", "wsol_train_c2am", "wsol_infer_c2am", "box_threshold", "pseudo_boxes", "test_boxes",
     "train_localizer", "infer_localizer", "wsol_train_classifier", "infer_classes", "eval_wsol", "wsol_figures",
@@ -44,6 +45,10 @@ VARIANT_TITLES = {
     "cam_fixed_tau": "CAM only, fixed {symbol}{value}",
     "cam_cues": "CAM + C2AM cue",
     "cam_cues_crf": "CAM + C2AM cue + CRF",
+    "cam_cues_crf_robust": "CAM + C2AM cue + CRF, robust",
+    "cam_sal": "CAM + saliency",
+    "cam_sal_crf": "CAM + saliency + CRF",
+    "cam_sal_crf_robust": "CAM + saliency + CRF, robust",
 }
 
 
@@ -103,11 +108,15 @@ def pseudo_lines(path: Path, gt: dict | None = None) -> list[str]:
         variants = report["variants"]
         count = image_count(report.get("num_images", "?"), report.get("split_images"))
         head = f"Pseudo masks (mIoU %, split '{report.get('split', '?')}', {count}):"
-        lines = [head]
+        distractors = report.get("distractor_dir") is not None
+        lines = [head + ("  [distractor pixels given a class]" if distractors else "")]
         for name, v in variants.items():
             tau = f" {v['tau']:.2f}" if isinstance(v.get("tau"), (int, float)) else ""
             title = variant_title(name, value=tau)
-            lines.append(row(title, MISSING if v.get("miou") is None else f"{v['miou']:.2f}"))
+            value = MISSING if v.get("miou") is None else f"{v['miou']:.2f}"
+            if distractors and v.get("distractors_labelled") is not None:
+                value += f"  [{v['distractors_labelled']:.1f} %]"
+            lines.append(row(title, value))
         return lines
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
         return ["Pseudo masks (mIoU %):", row(str(path), f"unreadable ({type(e).__name__}: {e})")]

@@ -17,7 +17,7 @@ from tests.test_workflow import snakemake
 
 # Not settings of the computation: the rule's threads (a resource), and which inputs the job reads.
 NOT_HYPERPARAMETERS = {"threads", "gt_labels", "labels_dir", "compare_dir", "variant", "train_log", "score_txt",
-                       "pseudo_json", "val_json"}
+                       "pseudo_json", "val_json", "full_json", "cues_dir", "saliency_dir", "labels", "distractor_dir"}
 
 
 def stage_parser(module) -> argparse.ArgumentParser:
@@ -58,7 +58,8 @@ def commands(tmp_path_factory):
 def test_every_stage_rule_is_checked(commands):
     assert {name for name, _ in commands} >= {
         "prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues", "eval_c2am", "c2am_boxes",
-        "train_classifier", "infer_cam", "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab",
+        "train_classifier", "infer_cam", "train_saliency", "infer_saliency", "refine_cams",
+        "crf_labels", "robust_labels", "eval_pseudo", "train_deeplab",
         "infer_deeplab", "evaluate", "visualize", "predict"}
 
 

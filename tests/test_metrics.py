@@ -138,3 +138,15 @@ def test_f1_multilabel_macro():
     # class 0: TP 1 FP 1 FN 1 -> 1/2; class 1 (0.5 >= threshold counts): TP 2 -> 1; class 2 has no positives
     assert f1_multilabel(scores, targets) == pytest.approx((0.5 + 1.0) / 2)
     assert f1_multilabel(scores, targets, threshold=0.55) == pytest.approx((0.5 + 2 / 3) / 2)
+
+
+def test_distractor_share_hand_case():
+    from c2am.metrics import DistractorShare
+
+    # 6 distractor pixels over two images of different shapes: labelled 3 (class), 0 (background), 255 (uncertain)
+    a = DistractorShare().update(np.array([[3, 0, 255, 1]]), np.array([[1, 1, 1, 0]], bool))  # 1 of 3 (the 1 is off)
+    b = DistractorShare().update(np.array([[2], [2], [0]]), np.array([[1], [1], [1]], bool))  # 2 of 3
+    assert a.merge(b).labelled == 3 and a.total == 6 and a.compute() == pytest.approx(0.5)
+    assert np.isnan(DistractorShare().compute())
+    with pytest.raises(ValueError, match="shape"):
+        DistractorShare().update(np.zeros((2, 3)), np.zeros((3, 2), bool))

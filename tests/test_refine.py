@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from c2am.data.voc import Manifest
-from c2am.io import InputError, load_label_png, save_gray_png, save_jpeg, save_label_png, save_npz
-from c2am.refine import background_from_cue, refine_labels, refine_sweep, tau_grid
+from c2am.io import InputError, load_label_png, save_gray_png, save_jpeg, save_label_png, save_npy, save_npz
+from c2am.refine import background_from_cue, colour_regions, refine_labels, refine_sweep, robust_labels, tau_grid
 from c2am.stages import crf_labels, eval_pseudo, refine_cams
+from c2am.stages import robust_labels as robust
 from c2am.crf import crf_present_labels, mark_disagreement
 
 # Two classes (indices 2 and 5) over four pixels:
@@ -138,11 +139,10 @@ def tiny(tmp_path):
     return tmp_path
 
 
-def test_refine_stage_writes_both_variants(tiny):
-    refine_cams.main([
-        "--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"), "--cues-dir", str(tiny / "cues"),
-        "--fixed-tau", "0.5", "--out-cues-dir", str(tiny / "rc"), "--out-tau-dir", str(tiny / "rt"),
-    ])
+def test_refine_stage_cue_and_tau_backgrounds(tiny):
+    base = ["--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams")]
+    refine_cams.main(base + ["--cues-dir", str(tiny / "cues"), "--out-dir", str(tiny / "rc")])
+    refine_cams.main(base + ["--fixed-tau", "0.5", "--out-dir", str(tiny / "rt")])
     cue_lab = load_label_png(tiny / "rc" / "i1.png")
     tau_lab = load_label_png(tiny / "rt" / "i1.png")
     np.testing.assert_array_equal(cue_lab[:, 8:], 2)  # the cue recovers the whole object
@@ -204,5 +204,128 @@ def test_refine_stage_rejects_cue_of_other_size(tiny):
     with pytest.raises(InputError, match="i1.png: cue size 8x8 differs"):
         refine_cams.main([
             "--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
-            "--cues-dir", str(tiny / "cues"), "--out-cues-dir", str(tiny / "rc"), "--out-tau-dir", str(tiny / "rt"),
+            "--cues-dir", str(tiny / "cues"), "--out-dir", str(tiny / "rc"),
         ])
+
+
+# ----------------------------------------------------------------------------- the distractor-robust rule
+
+# One class (index 4) on a 2 x 6 strip. Pseudo labels (after the official rule): 4 4 0 4 4 255. Colour regions:
+# columns 0-1 (region 7), 2-3 (region 3), 4-5 (region 9). Strongest CAM per column: 0.9 0.4 | 0.05 0.5 | 0.3 0.8.
+ROBUST_LABELS = np.tile(np.array([4, 4, 0, 4, 4, 255], np.uint8), (2, 1))
+ROBUST_CAMS = np.tile(np.array([0.9, 0.4, 0.05, 0.5, 0.3, 0.8], np.float32), (2, 1))[None]
+ROBUST_REGIONS = np.tile(np.array([7, 7, 3, 3, 9, 9]), (2, 1))
+
+
+def test_robust_rule_hand_case():
+    # Mean CAM over each region's labelled pixels: region 7 (0.9 + 0.4) / 2 = 0.65; region 3 only column 3 (column 2
+    # is background): 0.5; region 9 only column 4 (column 5 is uncertain): 0.3 -- the 0.8 there does not count.
+    out = robust_labels(ROBUST_LABELS, ROBUST_CAMS, [4], ROBUST_REGIONS, region_floor=0.6)
+    np.testing.assert_array_equal(out, np.tile([4, 4, 0, 255, 255, 255], (2, 1)))
+    out = robust_labels(ROBUST_LABELS, ROBUST_CAMS, [4], ROBUST_REGIONS, region_floor=0.5)  # 0.5 reaches the floor
+    np.testing.assert_array_equal(out[1], [4, 4, 0, 4, 255, 255])
+    assert out.dtype == np.uint8
+
+
+def test_robust_rule_with_zero_floor_changes_nothing():
+    rng = np.random.default_rng(0)
+    cams = rng.random((2, 9, 5)).astype(np.float32)
+    labels = refine_labels(cams, [1, 3], rng.random((9, 5)).astype(np.float32))
+    regions = rng.integers(0, 4, (9, 5))
+    np.testing.assert_array_equal(robust_labels(labels, cams, [1, 3], regions, 0.0), labels)
+
+
+def test_robust_rule_averages_the_strongest_cam_over_two_classes():
+    # A region labelled 1 on the left pixel (CAM_1 0.9) and 2 on the right (CAM_2 0.2, CAM_1 0.6): the strongest
+    # CAMs are 0.9 and 0.6, mean 0.75 -> kept at 0.7, uncertain at 0.8.
+    labels = np.array([[1, 2]], np.uint8)
+    cams = np.array([[[0.9, 0.6]], [[0.1, 0.2]]], np.float32)
+    regions = np.zeros((1, 2), int)
+    np.testing.assert_array_equal(robust_labels(labels, cams, [1, 2], regions, 0.7), [[1, 2]])
+    np.testing.assert_array_equal(robust_labels(labels, cams, [1, 2], regions, 0.8), [[255, 255]])
+
+
+def test_robust_rule_checks_its_inputs():
+    with pytest.raises(ValueError, match="region_floor"):
+        robust_labels(ROBUST_LABELS, ROBUST_CAMS, [4], ROBUST_REGIONS, region_floor=1.5)
+    with pytest.raises(ValueError, match="shapes differ"):
+        robust_labels(ROBUST_LABELS, ROBUST_CAMS, [4], ROBUST_REGIONS[:, :5], region_floor=0.5)
+
+
+@pytest.mark.parametrize("h, w", [(24, 40), (48, 20)])
+def test_colour_regions_split_two_touching_bodies(h, w):
+    # Two flat bodies of different colours touching each other, on a grey background: no region spans both.
+    image = np.full((h, w, 3), 128, np.uint8)
+    image[h // 4 : 3 * h // 4, : w // 2] = (200, 40, 40)
+    image[h // 4 : 3 * h // 4, w // 2 :] = (40, 40, 200)
+    regions = colour_regions(image, scale=100, sigma=0.8, min_size=10)
+    assert regions.shape == (h, w)
+    left, right = regions[h // 2, w // 4], regions[h // 2, 3 * w // 4]
+    assert left != right and regions[0, 0] not in (left, right)
+
+
+def test_refine_stage_saliency_background(tiny):
+    # Soft B = 1 - S: S = 1 on the object (columns 8..15), 0.9 on columns 4..7 (B = 0.1), 0 elsewhere (B = 1).
+    # The tiny CAM is 1.0 on 8..11, 0.25 on 12..15, 0.2 on 6..7 (its bleed) and 0 elsewhere.
+    for image_id in ("i0", "i1"):
+        sal = np.zeros((16, 16), np.float32)
+        sal[:, 8:] = 1.0
+        sal[:, 4:8] = 0.9
+        save_npy(tiny / "sal" / f"{image_id}.npy", sal.astype(np.float16))
+    refine_cams.main(["--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
+                      "--saliency-dir", str(tiny / "sal"), "--out-dir", str(tiny / "official")])
+    np.testing.assert_array_equal(load_label_png(tiny / "official" / "i1.png")[0], [0] * 6 + [2] * 10)
+
+
+def test_robust_stage(tiny):
+    # Labels: class 2 on columns 6..15 of a dark (0..7) | bright (8..15) image. The dark region's labelled pixels
+    # (6..7) average a CAM of 0.2 < 0.5: uncertain; the bright one averages (4 x 1.0 + 4 x 0.25) / 8 = 0.625: kept.
+    for image_id in ("i0", "i1"):
+        lab = np.zeros((16, 16), np.uint8)
+        lab[:, 6:] = 1 if image_id == "i0" else 2
+        save_label_png(tiny / "labels" / f"{image_id}.png", lab)
+    robust.main(["--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
+                 "--labels-dir", str(tiny / "labels"), "--region-floor", "0.5", "--segment-scale", "100",
+                 "--segment-sigma", "0.5", "--segment-min-size", "4", "--out-dir", str(tiny / "robust")])
+    np.testing.assert_array_equal(load_label_png(tiny / "robust" / "i1.png")[0], [0] * 6 + [255] * 2 + [2] * 8)
+
+
+def test_robust_stage_rejects_labels_of_other_size(tiny):
+    for image_id in ("i0", "i1"):
+        save_label_png(tiny / "labels" / f"{image_id}.png", np.zeros((16, 12), np.uint8))
+    with pytest.raises(InputError, match="i0.png: pseudo label size 12x16 differs"):
+        robust.main(["--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
+                     "--labels-dir", str(tiny / "labels"), "--out-dir", str(tiny / "robust")])
+    assert not (tiny / "robust" / "i0.png").exists()
+
+
+def test_eval_pseudo_distractor_share(tiny):
+    # Distractor mask: columns 0..3 of i0 (64 px) and of i1 (64 px). A variant labels class 1 on columns 0..1 of i0
+    # (32 px) and uncertain 255 on columns 2..3 (not a class): 32 / 128 = 25.0 %.
+    for image_id in ("i0", "i1"):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[:, :4] = 255
+        save_gray_png(tiny / "distractors" / f"{image_id}.png", mask)
+        lab = np.zeros((16, 16), np.uint8)
+        if image_id == "i0":
+            lab[:, :2], lab[:, 2:4] = 1, 255
+        save_label_png(tiny / "var" / f"{image_id}.png", lab)
+    out_txt, out_json = tiny / "res" / "p.txt", tiny / "res" / "p.json"
+    eval_pseudo.main([
+        "--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
+        "--tau-sweep", "0.1", "0.9", "0.1", "--fixed-tau", "0.5", "--variant", f"v={tiny / 'var'}",
+        "--distractor-dir", str(tiny / "distractors"), "--out-txt", str(out_txt), "--out-json", str(out_json),
+    ])
+    assert out_txt.read_text().splitlines()[-1].endswith("(distractors labelled 25.0 %)")
+    v = json.loads(out_json.read_text())["variants"]["v"]
+    assert v["distractors_labelled"] == pytest.approx(25.0) and v["distractor_pixels"] == 128
+
+
+def test_eval_pseudo_missing_distractor_folder(tiny):
+    with pytest.raises(InputError, match="nowhere: distractor mask folder not found"):
+        eval_pseudo.main([
+            "--manifest", str(tiny / "manifest.json"), "--cams-dir", str(tiny / "cams"),
+            "--distractor-dir", str(tiny / "nowhere"), "--out-txt", str(tiny / "p.txt"),
+            "--out-json", str(tiny / "p.json"),
+        ])
+    assert not (tiny / "p.txt").exists()

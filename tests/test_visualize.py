@@ -67,7 +67,8 @@ def make_artifacts(work: Path) -> dict:
         classes = np.array(manifest.labels[image_id], dtype=np.int64)
         cams = np.stack([(gt == c).astype(np.float16) * 0.9 for c in classes])
         save_npz(a / "cams" / f"{image_id}.npz", classes=classes, cams=cams)
-        for folder in ("tau", "refined", "crf"):
+        save_npy(a / "sal" / f"{image_id}.npy", (0.8 * fg).astype(np.float16))
+        for folder in ("cam_fixed_tau", "cam_cues", "cam_sal_crf_robust"):
             save_label_png(a / folder / f"{image_id}.png", np.where(gt == 255, 0, gt).astype(np.uint8))
         boxes[image_id] = [4, 3, 13, 11]
     boxes[manifest.ids("train")[0]] = None
@@ -98,8 +99,9 @@ def make_artifacts(work: Path) -> dict:
                                   "pred_dir": "artifacts/deeplab/cam_cues_crf/pred_val"})
     (work / "c2am_boxes.txt").write_text("gt_known_loc: 0.8333\nthreshold: 0.42\n")
     args = {"--manifest": work / "manifest.json", "--maps-dir": a / "maps", "--cues-dir": a / "cues",
-            "--boxes-json": a / "boxes.json", "--cams-dir": a / "cams", "--tau-dir": a / "tau",
-            "--refined-dir": a / "refined", "--crf-dir": a / "crf", "--pred-dir": a / "pred",
+            "--boxes-json": a / "boxes.json", "--cams-dir": a / "cams", "--saliency-dir": a / "sal",
+            "--labels": [f"{v}={a / v}" for v in ("cam_fixed_tau", "cam_cues", "cam_sal_crf_robust")],
+            "--pred-dir": a / "pred",
             "--pseudo-json": work / "pseudo.json", "--val-json": work / "val.json", "--train-log": logs,
             "--score-txt": [f"C2AM boxes={work / 'c2am_boxes.txt'}"], "--out-tables": work / "figures" / "metrics.html"}
     for name in FIGURES:
@@ -136,7 +138,7 @@ def test_stage_writes_every_figure(fake_run):
     assert "<tr><td>CAM + C2AM cue + CRF</td><td>65.00</td><td>92.00</td><td>55.00</td><td>55.00</td><td>—</td></tr>" in html
     assert "<tr><td>0.10</td><td>40.00</td></tr>" in html
     assert "<tr><td>DeepLab on cam_cues_crf</td><td>50.00</td><td>85.00</td>" in html
-    # the train grid has 8 columns, the val grid 4: the train grid is about twice as wide
+    # the train grid has 9 columns, the val grid 4: the train grid is about twice as wide
     assert sizes["grid-train"][0] > 1.6 * sizes["grid-val"][0]
     # 4 train rows against 2 val rows
     assert sizes["grid-train"][1] > sizes["grid-val"][1]
@@ -147,8 +149,12 @@ def test_train_rows_show_the_right_panels(fake_run):
     manifest = Manifest.load(args["--manifest"])
     ns = visualize.parse_args(argv_of(args))
     (row,) = visualize.train_rows(manifest, ["img01"], ns)
-    assert len(row) == len(visualize.TRAIN_COLUMNS)
+    columns = visualize.train_columns(ns)
+    assert len(row) == len(columns) == len(visualize.TRAIN_COLUMNS) + 1 + 3  # the saliency panel, 3 variants
+    assert columns[-3:] == ("CAM only, fixed τ", "CAM + C2AM cue", "CAM + saliency + CRF, robust")
     gt = manifest.load_mask("img01")
+    # each variant panel shows its own folder's labels (here all equal to the GT without its 255 band)
+    assert np.array_equal(row[-1][0], figures.colorize(np.where(gt == 255, 0, gt).astype(np.uint8)))
     assert np.array_equal(row[1][0], figures.colorize(gt))
     # img01 holds class 2 (90 px) and class 3 (24 px): the CAM column shows class 2, named in the corner
     assert row[2][1] == "square"

@@ -7,6 +7,8 @@ Variants, in the order of the text report (``<name>: <mIoU percent, 2 decimals>`
   literature; the line carries ``(tau=0.xx)`` and the JSON says ``oracle_tuned: true``.
 - ``cam_fixed_tau``: the same at the configured ``--fixed-tau`` (no GT involved).
 - one line per ``--variant name=DIR`` (label PNGs, scored with c2am.scoring.score_folder), in the order given.
+  With ``--distractor-dir`` (the embedded world's ``Distractors/``), each such line also gives the share of
+  distractor pixels (salient things of no class, background in the GT) that the variant labels a class.
 
 The JSON holds each variant's per-class IoU and confusion counts and the whole sweep (tau -> mIoU).
 """
@@ -24,7 +26,7 @@ from c2am import defaults
 from c2am.data.voc import Manifest
 from c2am.io import InputError, run_stage, save_json, save_text, set_threads
 from c2am.refine import tau_grid
-from c2am.scoring import score_folder, scores_dict, sweep_confusions
+from c2am.scoring import distractor_share, percent, score_folder, scores_dict, sweep_confusions
 
 log = logging.getLogger("c2am.eval_pseudo")
 
@@ -49,10 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fixed-tau", type=float)
     p.add_argument("--variant", type=parse_variant, action="append", default=[], metavar="NAME=DIR",
                    help="a folder of label PNGs to score; repeatable, reported in this order")
+    p.add_argument("--distractor-dir", type=Path,
+                   help="<id>.png masks of the distractor pixels (255): also score how many the variants give a class")
     p.add_argument("--out-txt", type=Path, required=True)
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
-    defaults.apply(p, "refine", exclude=("tau_sweep",))
+    defaults.apply(p, "refine", exclude=("tau_sweep", "robust"))
     sweep = defaults.value("refine.tau_sweep")
     p.set_defaults(tau_sweep=[float(sweep[k]) for k in ("start", "stop", "step")])
     return p.parse_args(argv)
@@ -75,6 +79,8 @@ def main(argv=None) -> None:
     names = [n for n, _ in args.variant]
     if len(set(names)) != len(names):
         raise InputError(f"--variant: names repeat ({names})")
+    if args.distractor_dir is not None and not args.distractor_dir.is_dir():
+        raise InputError(f"{args.distractor_dir}: distractor mask folder not found")
     sweep = tau_grid(*args.tau_sweep)
     taus = sweep + [args.fixed_tau]
     cms = sweep_confusions(manifest, args.split, args.cams_dir, taus, threads)
@@ -93,8 +99,14 @@ def main(argv=None) -> None:
     }
     for name, folder in args.variant:
         cm = score_folder(manifest, args.split, folder, threads=threads)
-        rows.append((name, cm.miou(), ""))
         variants[name] = {"dir": str(folder), **scores_dict(cm, manifest.classes)}
+        suffix = ""
+        if args.distractor_dir is not None:
+            share = distractor_share(manifest, args.split, folder, args.distractor_dir, threads=threads)
+            variants[name]["distractors_labelled"] = percent(share.compute())
+            variants[name]["distractor_pixels"] = share.total
+            suffix = f" (distractors labelled {100.0 * share.compute():.1f} %)"
+        rows.append((name, cm.miou(), suffix))
 
     save_text(args.out_txt, format_report(rows))
     save_json(args.out_json, {
@@ -102,6 +114,7 @@ def main(argv=None) -> None:
         "num_images": len(manifest.gt_ids(args.split)),  # the images with a GT mask: those scored
         "split_images": len(manifest.ids(args.split)),
         "cams_dir": str(args.cams_dir),
+        "distractor_dir": None if args.distractor_dir is None else str(args.distractor_dir),
         "variants": variants,
         "tau_sweep": {"tau": sweep, "miou": [100.0 * m for m in sweep_miou]},
     })

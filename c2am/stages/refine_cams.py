@@ -1,8 +1,13 @@
-"""Stage 6: pseudo labels from class CAMs refined with the C2AM background cues, plus the constant-tau baseline.
+"""Stage 6: pseudo labels from class CAMs and a background score: argmax over [B, CAMs].
 
-Per image (c2am.refine.refine_labels; docs/method.md §5): ``--out-cues-dir`` gets argmax over [1 - cue, CAMs];
-``--out-tau-dir`` gets argmax over [tau, CAMs] with the constant ``--fixed-tau``. Both are label maps
-(c2am.artifacts), so the same scoring reads them.
+Per image (c2am.refine; docs/method.md §5), the background score B is one of:
+
+- ``--cues-dir``: B = 1 - cue (the CRF cues of extract_cues, 255 = foreground);
+- ``--saliency-dir``: B = 1 - S (the soft maps of infer_saliency, the official step 4);
+- ``--fixed-tau``: a constant B = tau (the CAM-only baseline).
+
+The output is a folder of label maps (c2am.artifacts); ties go to background. The distractor-robust test is a
+stage of its own (robust_labels), applied to these labels after the label CRF.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from c2am import defaults
-from c2am.artifacts import load_cams, load_cue, save_labels
+from c2am.artifacts import load_cams, load_cue, load_map, require_files, save_labels
 from c2am.data.voc import Manifest
 from c2am.io import run_stage, set_threads
 from c2am.parallel import map_items
@@ -29,21 +34,30 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--cams-dir", type=Path, required=True, help="<id>.npz from infer_cam")
-    p.add_argument("--cues-dir", type=Path, required=True, help="<id>.png cues from extract_cues (255 = foreground)")
-    p.add_argument("--fixed-tau", type=float, help="constant background score of the baseline")
-    p.add_argument("--out-cues-dir", type=Path, required=True)
-    p.add_argument("--out-tau-dir", type=Path, required=True)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--cues-dir", type=Path, help="<id>.png cues from extract_cues (255 = foreground)")
+    source.add_argument("--saliency-dir", type=Path, help="<id>.npy soft saliency maps from infer_saliency")
+    source.add_argument("--fixed-tau", type=float, help="constant background score (the CAM-only baseline)")
+    p.add_argument("--out-dir", type=Path, required=True)
     add_shard_arg(p)
     p.add_argument("--threads", type=int, default=1)
-    defaults.apply(p, "refine", exclude=("tau_sweep",))
+    defaults.apply(p, "refine", exclude=("tau_sweep", "robust"))  # --fixed-tau: the baseline's tau, when chosen
     return p.parse_args(argv)
 
 
-def refine_one(image_id: str, cams_dir: Path, cues_dir: Path, tau: float, out_cues: Path, out_tau: Path) -> None:
-    cams, classes = load_cams(cams_dir / f"{image_id}.npz")
-    cue = load_cue(cues_dir / f"{image_id}.png", cams.shape[1:])
-    save_labels(out_cues / f"{image_id}.png", refine_labels(cams, classes, background_from_cue(cue)))
-    save_labels(out_tau / f"{image_id}.png", refine_labels(cams, classes, tau))
+def background_of(image_id: str, size: tuple[int, int], args: argparse.Namespace):
+    """The image's background score B: an H x W array, or the constant tau."""
+    if args.cues_dir is not None:
+        return background_from_cue(load_cue(args.cues_dir / f"{image_id}.png", size))
+    if args.saliency_dir is not None:
+        return 1.0 - load_map(args.saliency_dir / f"{image_id}.npy", size)
+    return args.fixed_tau
+
+
+def refine_one(image_id: str, args: argparse.Namespace) -> None:
+    cams, classes = load_cams(args.cams_dir / f"{image_id}.npz")
+    background = background_of(image_id, cams.shape[1:], args)
+    save_labels(args.out_dir / f"{image_id}.png", refine_labels(cams, classes, background))
 
 
 def main(argv=None) -> None:
@@ -51,12 +65,14 @@ def main(argv=None) -> None:
     threads = set_threads(args.threads)  # capped at the CPUs available (rules ask for up to 8)
     manifest = Manifest.load(args.manifest)
     ids = select_shard(manifest.ids(args.split), args.shard)
-    for d in (args.out_cues_dir, args.out_tau_dir):
-        d.mkdir(parents=True, exist_ok=True)
-    work = partial(refine_one, cams_dir=args.cams_dir, cues_dir=args.cues_dir, tau=args.fixed_tau,
-                   out_cues=args.out_cues_dir, out_tau=args.out_tau_dir)
-    map_items(work, ids, threads=threads, desc="refine")
-    log.info("wrote %d pseudo labels to %s and %s", len(ids), args.out_cues_dir, args.out_tau_dir)
+    require_files(args.cams_dir, ids, ".npz", "CAM file")
+    if args.cues_dir is not None:
+        require_files(args.cues_dir, ids, ".png", "cue")
+    if args.saliency_dir is not None:
+        require_files(args.saliency_dir, ids, ".npy", "saliency map")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    map_items(partial(refine_one, args=args), ids, threads=threads, desc="refine")
+    log.info("wrote %d pseudo labels to %s", len(ids), args.out_dir)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Outputs (PNG, written atomically; every one is required, so a missing artifact stops the stage naming it):
 
 - ``--out-grid-train``: one row per sampled train image: image | GT | classifier CAM of the top class (heat-map
-  overlay) | C2AM map (overlay) | cue (white = foreground) | CAM-only pseudo label (fixed tau) | refined pseudo
-  label (CAM + cue) | CRF pseudo label. C2AM maps, CAMs and pseudo labels exist for train images only, and
+  overlay) | C2AM map (overlay) | cue (white = foreground) | saliency map (overlay, with ``--saliency-dir``) | one
+  panel per ``--labels NAME=DIR`` pseudo-label variant, in order. C2AM maps, CAMs and pseudo labels exist for
+  train images only, and
   DeepLab predicts val images only, so the DeepLab prediction is shown in its own grid:
 - ``--out-grid-val``: one row per sampled val image: image | GT | DeepLab prediction | its errors (red: wrong
   class; GT ignore pixels are not marked).
@@ -50,8 +51,7 @@ from c2am.summary import variant_title
 
 log = logging.getLogger("c2am.visualize")
 
-TRAIN_COLUMNS = ("image", "GT", "CAM (top class)", "C2AM map", "cue (white = fg)",
-                 "CAM only (fixed τ)", "CAM + cue", "CAM + cue + CRF")
+TRAIN_COLUMNS = ("image", "GT", "CAM (top class)", "C2AM map", "cue (white = fg)")
 VAL_COLUMNS = ("image", "GT", "DeepLab prediction", "errors (red)")
 
 
@@ -72,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cues-dir", type=Path, required=True, help="cues <id>.png, 255 = foreground (extract_cues)")
     p.add_argument("--boxes-json", type=Path, required=True, help="id -> [x1, y1, x2, y2] or null (c2am_boxes)")
     p.add_argument("--cams-dir", type=Path, required=True, help="class CAMs <id>.npz (infer_cam)")
-    p.add_argument("--tau-dir", type=Path, required=True, help="CAM-only pseudo labels (fixed tau)")
-    p.add_argument("--refined-dir", type=Path, required=True, help="CAM + cue pseudo labels")
-    p.add_argument("--crf-dir", type=Path, required=True, help="CAM + cue + CRF pseudo labels")
+    p.add_argument("--saliency-dir", type=Path, help="saliency maps <id>.npy (infer_saliency); a panel when given")
+    p.add_argument("--labels", type=named_path, action="append", default=[], metavar="NAME=DIR",
+                   help="a pseudo-label variant's folder (<id>.png), one panel each, titled by its variant name")
     p.add_argument("--pred-dir", type=Path, required=True, help="DeepLab val predictions <id>.png")
     p.add_argument("--train-log", type=named_path, action="append", default=[], metavar="NAME=CSV",
                    help="per-step training log (epoch,step,loss,lr); repeatable, one panel each")
@@ -121,17 +121,23 @@ def train_rows(manifest: Manifest, ids: list[str], args) -> list[list[tuple[np.n
         cam_panel = (heat_overlay(image, cams[k]), manifest.classes[classes[k]]) if k is not None else (None, "")
         fg = load_map(args.maps_dir / f"{image_id}.npy", shape)
         cue = np.where(load_cue(args.cues_dir / f"{image_id}.png", shape), 255, 0).astype(np.uint8)
-        rows.append([
+        row = [
             (image, ""),
             (None if gt is None else colorize(gt), ""),
             cam_panel,
             (heat_overlay(image, fg), ""),
             (np.repeat(cue[..., None], 3, axis=2), ""),
-            (colorize(manifest.load_mask(image_id, mask_dir=args.tau_dir)), ""),
-            (colorize(manifest.load_mask(image_id, mask_dir=args.refined_dir)), ""),
-            (colorize(manifest.load_mask(image_id, mask_dir=args.crf_dir)), ""),
-        ])
+        ]
+        if args.saliency_dir is not None:
+            row.append((heat_overlay(image, load_map(args.saliency_dir / f"{image_id}.npy", shape)), ""))
+        row += [(colorize(manifest.load_mask(image_id, mask_dir=folder)), "") for _, folder in args.labels]
+        rows.append(row)
     return rows
+
+
+def train_columns(args) -> tuple[str, ...]:
+    saliency = ("saliency map",) if args.saliency_dir is not None else ()
+    return TRAIN_COLUMNS + saliency + tuple(variant_title(name, symbol="τ") for name, _ in args.labels)
 
 
 def val_rows(manifest: Manifest, ids: list[str], pred_dir: Path) -> list[list[tuple[np.ndarray | None, str]]]:
@@ -160,7 +166,9 @@ def main(argv=None) -> None:
     val_ids = sample_ids(manifest.ids("val"), args.n_val, args.seed)
     box_ids = sample_ids(manifest.ids("train"), args.n_boxes, args.seed + 1)
 
-    save_figure(image_grid(train_rows(manifest, train_ids, args), TRAIN_COLUMNS, train_ids, manifest.classes,
+    if not args.labels:
+        raise InputError("--labels: give at least one NAME=DIR pseudo-label folder")
+    save_figure(image_grid(train_rows(manifest, train_ids, args), train_columns(args), train_ids, manifest.classes,
                            "Train images: class CAM vs class-agnostic C2AM map, and the pseudo labels"),
                 args.out_grid_train)
     save_figure(image_grid(val_rows(manifest, val_ids, args.pred_dir), VAL_COLUMNS, val_ids, manifest.classes,

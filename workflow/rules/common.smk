@@ -88,6 +88,28 @@ def flags(section, exclude=()):
     return " ".join(parts)
 
 
+# Pseudo-label variants cam_<background>[_crf][_robust] (docs/method.md §5): the background score from the CRF
+# cues or the saliency maps, with or without the label CRF, then the distractor-robust test on the CRF labels.
+PSEUDO_BACKGROUNDS = {"cues": "artifacts/c2am/cues", "sal": "artifacts/saliency/maps"}
+PSEUDO_REFINED = [f"cam_{bg}" for bg in PSEUDO_BACKGROUNDS]
+PSEUDO_VARIANTS = [
+    v + suffix for v in PSEUDO_REFINED for suffix in ("", "_crf", "_crf_robust")
+]
+
+
+def refine_background_flag(wildcards, input):
+    kind = {"cues": "--cues-dir", "sal": "--saliency-dir"}[wildcards.bg]
+    return f"{kind} {input.background}"
+
+
+def distractor_flag(wildcards):
+    """The embedded world's distractor masks, scored beside mIoU (other datasets have none)."""
+    data = config["dataset"]
+    if data["kind"] != "synthetic":
+        return ""
+    return f"--distractor-dir {data['root']}/Distractors"
+
+
 def deeplab_labels(wildcards):
     """Pseudo-label folder a DeepLab variant trains on (none for the GT-trained reference, which needs masks)."""
     if wildcards.labels == "gt":
@@ -130,7 +152,8 @@ def needs_gt(role, what):
 
 def default_targets():
     """What `snakemake` builds: every product (pseudo masks, the DeepLab, its val predictions, the boxes, the
-    classifier report; predictions on new images once predict.images holds some) and the scores the data allows.
+    classifier report; predictions on new images once predict.images holds some) and the scores the data allows,
+    the fully supervised reference included (it needs masks on train and val).
     """
     labels = config["deeplab"]["labels"]
     targets = [
@@ -146,6 +169,8 @@ def default_targets():
         "val": "results/voc_miou.txt",
     }
     targets += [path for role, path in scores.items() if HAS_GT[role]]
+    if HAS_GT["train"] and HAS_GT["val"]:
+        targets.append("results/fully_supervised_miou.txt")
     if PREDICT_IMAGES:
         targets += ["results/predict/masks", "results/predict/overlays"]
     return targets
@@ -159,8 +184,9 @@ OPTIONAL_SCORES = {
         ("c2am_maps", "results/c2am_maps.txt", "train"),
         ("pseudo", "results/pseudo_masks.json", "pseudo_eval"),
         ("val", "results/voc_miou.json", "val"),
+        ("full", "results/fully_supervised_miou.json", "val"),
     )
-    if HAS_GT[role]
+    if HAS_GT[role] and (key != "full" or HAS_GT["train"])
 }
 
 
@@ -179,4 +205,6 @@ def score_flags(wildcards, input):
         parts.append(f"--pseudo-json {input.pseudo}")
     if "val" in OPTIONAL_SCORES:
         parts.append(f"--val-json {input.val}")
+    if "full" in OPTIONAL_SCORES:
+        parts.append(f"--full-json {input.full}")
     return " ".join(parts)

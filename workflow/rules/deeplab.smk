@@ -1,7 +1,7 @@
 # Stages 9-11: DeepLab trained on a pseudo-label variant (or on GT: the fully supervised reference),
 # predictions on val, and the final score.
 DEEPLAB = config["deeplab"]
-LABEL_VARIANTS = ("cam_cues_crf", "cam_cues", "cam_fixed_tau")
+LABEL_VARIANTS = tuple(PSEUDO_VARIANTS) + ("cam_fixed_tau",)
 # results/<score>.txt -> the labels its DeepLab was trained on
 SCORES = {"voc_miou": DEEPLAB["labels"], "fully_supervised_miou": "gt"}
 

@@ -1,4 +1,4 @@
-# Stages 4-8: classifier -> CAMs -> refinement with the C2AM cues -> label CRF -> pseudo-mask scores.
+# Stages 4-8: classifier -> CAMs -> refinement with the C2AM cues or saliency maps -> label CRF -> pseudo-mask scores.
 CLS = config["classifier"]
 REFINE = config["refine"]
 CRF_LABELS = config["crf_labels"]
@@ -61,14 +61,38 @@ rule refine_cams:
     input:
         manifest=MANIFEST,
         cams="artifacts/classifier/cams",
-        cues="artifacts/c2am/cues",
+        background=lambda w: PSEUDO_BACKGROUNDS[w.bg],
     output:
-        cam_cues=directory(sharded("artifacts/pseudo/cam_cues")),
-        cam_fixed_tau=directory(sharded("artifacts/pseudo/cam_fixed_tau")),
+        labels=directory(sharded("artifacts/pseudo/cam_{bg}")),
     log:
-        f"logs/{shard_name('refine_cams')}.log",
+        f"logs/{shard_name('refine_cams_{bg}')}.log",
     benchmark:
-        f"benchmarks/{shard_name('refine_cams')}.tsv"
+        f"benchmarks/{shard_name('refine_cams_{bg}')}.tsv"
+    wildcard_constraints:
+        bg="|".join(PSEUDO_BACKGROUNDS),
+    conda:
+        ENV
+    threads: rule_threads("refine_cams")
+    resources:
+        **rule_resources("refine_cams"),
+    params:
+        background=refine_background_flag,
+        shard=shard_flag,
+    shell:
+        "python -m c2am.stages.refine_cams --manifest {input.manifest} --split train --cams-dir {input.cams}"
+        " {params.background} --out-dir {output.labels} {params.shard} --threads {threads} 2> {log}"
+
+
+rule refine_fixed_tau:
+    input:
+        manifest=MANIFEST,
+        cams="artifacts/classifier/cams",
+    output:
+        labels=directory(sharded("artifacts/pseudo/cam_fixed_tau")),
+    log:
+        f"logs/{shard_name('refine_fixed_tau')}.log",
+    benchmark:
+        f"benchmarks/{shard_name('refine_fixed_tau')}.tsv"
     conda:
         ENV
     threads: rule_threads("refine_cams")
@@ -78,21 +102,22 @@ rule refine_cams:
         fixed_tau=REFINE["fixed_tau"],
         shard=shard_flag,
     shell:
-        "python -m c2am.stages.refine_cams --manifest {input.manifest} --split train"
-        " --cams-dir {input.cams} --cues-dir {input.cues} --fixed-tau {params.fixed_tau}"
-        " --out-cues-dir {output.cam_cues} --out-tau-dir {output.cam_fixed_tau} {params.shard} --threads {threads} 2> {log}"
+        "python -m c2am.stages.refine_cams --manifest {input.manifest} --split train --cams-dir {input.cams}"
+        " --fixed-tau {params.fixed_tau} --out-dir {output.labels} {params.shard} --threads {threads} 2> {log}"
 
 
 rule crf_labels:
     input:
         manifest=MANIFEST,
-        labels="artifacts/pseudo/cam_cues",
+        labels="artifacts/pseudo/{variant}",
     output:
-        labels=directory(sharded("artifacts/pseudo/cam_cues_crf")),
+        labels=directory(sharded("artifacts/pseudo/{variant}_crf")),
     log:
-        f"logs/{shard_name('crf_labels')}.log",
+        f"logs/{shard_name('crf_labels_{variant}')}.log",
     benchmark:
-        f"benchmarks/{shard_name('crf_labels')}.tsv"
+        f"benchmarks/{shard_name('crf_labels_{variant}')}.tsv"
+    wildcard_constraints:
+        variant="|".join(PSEUDO_REFINED),
     conda:
         ENV
     threads: rule_threads("crf_labels")
@@ -107,13 +132,38 @@ rule crf_labels:
         " {params.crf} {params.shard} --threads {threads} 2> {log}"
 
 
+rule robust_labels:
+    input:
+        manifest=MANIFEST,
+        labels="artifacts/pseudo/{variant}",
+        cams="artifacts/classifier/cams",
+    output:
+        labels=directory(sharded("artifacts/pseudo/{variant}_robust")),
+    log:
+        f"logs/{shard_name('robust_labels_{variant}')}.log",
+    benchmark:
+        f"benchmarks/{shard_name('robust_labels_{variant}')}.tsv"
+    wildcard_constraints:
+        variant="|".join(f"{v}_crf" for v in PSEUDO_REFINED),
+    conda:
+        ENV
+    threads: rule_threads("robust_labels")
+    resources:
+        **rule_resources("robust_labels"),
+    params:
+        robust=flags(REFINE["robust"]),
+        shard=shard_flag,
+    shell:
+        "python -m c2am.stages.robust_labels --manifest {input.manifest} --split train --labels-dir {input.labels}"
+        " --cams-dir {input.cams} --out-dir {output.labels} {params.robust} {params.shard} --threads {threads} 2> {log}"
+
+
 rule eval_pseudo:
     input:
         gt=needs_gt("pseudo_eval", "results/pseudo_masks.txt"),
         manifest=MANIFEST,
         cams="artifacts/classifier/cams",
-        cam_cues="artifacts/pseudo/cam_cues",
-        cam_cues_crf="artifacts/pseudo/cam_cues_crf",
+        variants=expand("artifacts/pseudo/{variant}", variant=PSEUDO_VARIANTS),
     output:
         txt=report(
             "results/pseudo_masks.txt",
@@ -133,8 +183,12 @@ rule eval_pseudo:
     params:
         sweep=" ".join(str(REFINE["tau_sweep"][k]) for k in ("start", "stop", "step")),
         fixed_tau=REFINE["fixed_tau"],
+        variants=" ".join(
+            f"--variant {v}=artifacts/pseudo/{v}" for v in PSEUDO_VARIANTS
+        ),
+        distractors=distractor_flag,
     shell:
         "python -m c2am.stages.eval_pseudo --manifest {input.manifest} --split pseudo_eval"
         " --cams-dir {input.cams} --tau-sweep {params.sweep} --fixed-tau {params.fixed_tau}"
-        " --variant cam_cues={input.cam_cues} --variant cam_cues_crf={input.cam_cues_crf}"
-        " --out-txt {output.txt} --out-json {output.json} --threads {threads} 2> {log}"
+        " {params.variants} {params.distractors} --out-txt {output.txt} --out-json {output.json}"
+        " --threads {threads} 2> {log}"

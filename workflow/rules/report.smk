@@ -2,6 +2,8 @@
 # images, training curves, the tau sweep and per-class IoU. Needs the whole DAG (DeepLab on deeplab.labels).
 FIGURES = "results/figures"
 FINAL_LABELS = config["deeplab"]["labels"]
+# The pseudo-label columns of the train grid: the baseline, the official chain (cue, saliency) and the robust rule.
+GRID_VARIANTS = ["cam_fixed_tau", "cam_cues_crf", "cam_sal_crf", "cam_sal_crf_robust"]
 
 
 rule visualize:
@@ -12,13 +14,13 @@ rule visualize:
         cues="artifacts/c2am/cues",
         boxes="artifacts/c2am/boxes.json",
         cams="artifacts/classifier/cams",
-        tau="artifacts/pseudo/cam_fixed_tau",
-        refined="artifacts/pseudo/cam_cues",
-        crf="artifacts/pseudo/cam_cues_crf",
+        saliency="artifacts/saliency/maps",
+        labels=expand("artifacts/pseudo/{variant}", variant=GRID_VARIANTS),
         pred=f"artifacts/deeplab/{FINAL_LABELS}/pred_val",
         log_c2am="artifacts/c2am/train_log.csv",
         log_classifier="artifacts/classifier/train_log.csv",
         log_deeplab=f"artifacts/deeplab/{FINAL_LABELS}/train_log.csv",
+        log_saliency="artifacts/saliency/train_log.csv",
         c2am_boxes="results/c2am_boxes.txt",
         classifier="results/classifier.txt",
     output:
@@ -72,12 +74,13 @@ rule visualize:
     params:
         seed=SEED,
         scores=score_flags,
+        labels=" ".join(f"--labels {v}=artifacts/pseudo/{v}" for v in GRID_VARIANTS),
     shell:
         "python -m c2am.stages.visualize --manifest {input.manifest} --maps-dir {input.maps} --cues-dir {input.cues}"
-        " --boxes-json {input.boxes} --cams-dir {input.cams} --tau-dir {input.tau} --refined-dir {input.refined}"
-        " --crf-dir {input.crf} --pred-dir {input.pred}"
+        " --boxes-json {input.boxes} --cams-dir {input.cams} --saliency-dir {input.saliency}"
+        " {params.labels} --pred-dir {input.pred}"
         " --train-log c2am={input.log_c2am} --train-log classifier={input.log_classifier}"
-        " --train-log deeplab={input.log_deeplab}"
+        " --train-log saliency={input.log_saliency} --train-log deeplab={input.log_deeplab}"
         " {params.scores} --out-tables {output.tables}"
         " --out-grid-train {output.grid_train} --out-grid-val {output.grid_val} --out-boxes {output.boxes}"
         " --out-loss {output.loss} --out-tau {output.tau} --out-iou-pseudo {output.iou_pseudo}"

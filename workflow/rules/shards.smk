@@ -11,9 +11,7 @@ GATHERED = {
     "c2am/cues": "train",
     "saliency/maps": "train",
     "classifier/cams": "train",
-    "pseudo/cam_cues": "train",
-    "pseudo/cam_fixed_tau": "train",
-    "pseudo/cam_cues_crf": "train",
+    **{f"pseudo/{variant}": "train" for variant in PSEUDO_VARIANTS + ["cam_fixed_tau"]},
     **{f"deeplab/{labels}/pred_val": "val" for labels in LABEL_VARIANTS + ("gt",)},
 }
 

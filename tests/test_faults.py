@@ -140,10 +140,11 @@ CASES = {
     # stage: (when to kill, the check that the kill landed inside the stage)
     "train_c2am": ("artifacts/c2am/model.pt.resume", "artifacts/c2am/model.pt"),
     "infer_c2am": ("artifacts/c2am/maps", N_TRAIN),
-    "crf_labels": ("artifacts/pseudo/cam_cues_crf", N_TRAIN),
-    "train_deeplab": ("artifacts/deeplab/cam_cues_crf/model.pt.resume", "artifacts/deeplab/cam_cues_crf/model.pt"),
+    "crf_labels": ("artifacts/pseudo/cam_sal_crf", N_TRAIN),
+    "train_deeplab": ("artifacts/deeplab/cam_sal_crf_robust/model.pt.resume",
+                      "artifacts/deeplab/cam_sal_crf_robust/model.pt"),
 }
-STAGE_LOGS = {"train_c2am": "logs/train_c2am.log", "train_deeplab": "logs/train_deeplab_cam_cues_crf.log"}
+STAGE_LOGS = {"train_c2am": "logs/train_c2am.log", "train_deeplab": "logs/train_deeplab_cam_sal_crf_robust.log"}
 
 
 def written(folder: Path) -> int:

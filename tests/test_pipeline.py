@@ -19,7 +19,7 @@ from tests.test_workflow import STAGE_RULES, job_counts, snakemake, write_config
 SCORE_FILES = ["c2am_maps", "c2am_boxes", "classifier", "pseudo_masks", "voc_miou", "fully_supervised_miou"]
 PSEUDO_VARIANTS = [f"cam_{bg}{suffix}" for bg in ("cues", "sal") for suffix in ("", "_crf", "_crf_robust")]
 CHECKPOINTS = {"artifacts/c2am/model.pt": "c2am", "artifacts/classifier/model.pt": "classifier",
-               "artifacts/deeplab/cam_cues_crf/model.pt": "deeplab"}
+               "artifacts/deeplab/cam_sal_crf_robust/model.pt": "deeplab"}
 RESUME_GLOB = "*.resume"  # the name of the per-epoch resume state that training keeps beside its checkpoint
 
 
@@ -45,7 +45,7 @@ def test_every_artifact_exists_and_every_score_parses(tiny_dag):
         for variant in PSEUDO_VARIANTS + ["cam_fixed_tau"]:
             assert load_label_png(work / "artifacts/pseudo" / variant / f"{image_id}.png").shape == (64, 64)
     for image_id in val:
-        assert load_label_png(work / "artifacts/deeplab/cam_cues_crf/pred_val" / f"{image_id}.png").shape == (64, 64)
+        assert load_label_png(work / "artifacts/deeplab/cam_sal_crf_robust/pred_val" / f"{image_id}.png").shape == (64, 64)
 
     results = {name: (work / "results" / f"{name}.txt").read_text().splitlines() for name in SCORE_FILES}
     assert re.fullmatch(r"mIoU: \d+\.\d\d", results["voc_miou"][0])

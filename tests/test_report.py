@@ -48,7 +48,7 @@ def test_report_html_holds_every_figure(report_run):
 def test_summary_of_the_tiny_run(tiny_dag):
     work, _ = tiny_dag
     text = summarize(work)
-    assert re.search(r"DeepLab on cam_cues_crf\s+\d+\.\d\d", text)
+    assert re.search(r"DeepLab on cam_sal_crf_robust\s+\d+\.\d\d", text)
     assert re.search(r"CAM only, best tau 0\.\d\d \(oracle-tuned\)\s+\d+\.\d\d", text)
     timed = re.findall(r"^  (\w+)\s+\d+\.\d$", text, flags=re.M)
     assert {"prepare_dataset", "train_c2am", "train_classifier", "total"} <= set(timed)

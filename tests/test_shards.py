@@ -20,12 +20,16 @@ from tests.test_workflow import STAGE_RULES, job_counts, snakemake, write_config
 SHARD_RULES = {"gather_shards"}
 # Per-image outputs that must not depend on the shard count.
 PER_IMAGE = [
-    "artifacts/c2am/maps", "artifacts/c2am/cues", "artifacts/classifier/cams", "artifacts/pseudo/cam_cues",
-    "artifacts/pseudo/cam_fixed_tau", "artifacts/pseudo/cam_cues_crf", "artifacts/deeplab/cam_cues_crf/pred_val",
+    "artifacts/c2am/maps", "artifacts/c2am/cues", "artifacts/classifier/cams",
+    "artifacts/pseudo/cam_cues", "artifacts/pseudo/cam_fixed_tau", "artifacts/pseudo/cam_cues_crf",
 ]
+SALIENCY_PER_IMAGE = ["artifacts/saliency/maps", "artifacts/pseudo/cam_sal", "artifacts/pseudo/cam_sal_crf",
+                      "artifacts/pseudo/cam_sal_crf_robust"]
+PREDICTIONS = "artifacts/deeplab/cam_sal_crf_robust/pred_val"
 TRAINED = ["artifacts/dataset", "artifacts/c2am/model.pt", "artifacts/c2am/train_log.csv",
            "artifacts/classifier/model.pt", "artifacts/classifier/train_log.csv",
-           "artifacts/deeplab/cam_cues_crf/model.pt", "artifacts/deeplab/cam_cues_crf/train_log.csv"]
+           "artifacts/saliency/model.pt", "artifacts/saliency/train_log.csv",
+           "artifacts/deeplab/cam_sal_crf_robust/model.pt", "artifacts/deeplab/cam_sal_crf_robust/train_log.csv"]
 
 # The session's one tiny DAG run (tests/conftest.py), also read by tests/test_slurm.py; nothing writes into it.
 local_tiny_run = tiny_dag_run
@@ -103,11 +107,12 @@ def test_sharded_dry_run_scatters_the_per_image_stages(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert set(counts) == STAGE_RULES | {"cue_threshold"} | SHARD_RULES
-    for rule in ("infer_c2am", "extract_cues", "infer_cam", "refine_cams", "crf_labels", "infer_deeplab"):
+    for rule in ("infer_c2am", "extract_cues", "infer_saliency", "infer_cam", "refine_cams", "crf_labels",
+                 "robust_labels", "infer_deeplab"):
         assert counts[rule] == 3, rule
-    # one gather per sharded folder this target needs: maps, cues, CAMs, refined labels, their CRF, DeepLab
-    # predictions; the cue threshold is computed once over the gathered maps
-    assert counts["gather_shards"] == 6 and counts["cue_threshold"] == 1
+    # one gather per sharded folder this target needs: maps, cues, saliency maps, CAMs, refined labels, their CRF,
+    # the robust labels, DeepLab predictions; the cue threshold is computed once over the gathered maps
+    assert counts["gather_shards"] == 8 and counts["cue_threshold"] == 1
     assert counts["train_c2am"] == 1 and counts["evaluate"] == 1
 
 
@@ -131,22 +136,26 @@ def test_three_shards_give_the_same_bytes_as_one(tmp_path_factory):
         config["shards"] = 3
 
     config = write_config(work3 / "tiny3.yaml", edit)
-    # Step 1: maps, cues, CAMs and pseudo labels. Step 2: predictions with the copied DeepLab, made newer than the
-    # regenerated pseudo labels (else Snakemake would retrain it).
-    step1 = snakemake("--cores", "2", *PER_IMAGE[:-1], "artifacts/c2am/cue_threshold.json",
+    # Step 1: maps, cues, CAMs and the cue pseudo labels. Step 2: saliency maps and their pseudo labels with the
+    # copied saliency network; step 3: predictions with the copied DeepLab. Each copied network is first made newer
+    # than the regenerated files it learnt from (else Snakemake would retrain it).
+    step1 = snakemake("--cores", "2", *PER_IMAGE, "artifacts/c2am/cue_threshold.json",
                       "--configfile", str(config), cwd=work3)
     assert step1.returncode == 0, step1.stderr[-4000:]
     ran = set(job_counts(step1.stdout + step1.stderr))  # a real run logs to stderr
     assert not ran & {"prepare_dataset", "train_c2am", "train_classifier"}, ran
     assert {"gather_shards", "cue_threshold"} <= ran
-    for rel in TRAINED[-2:]:
-        os.utime(work3 / rel)
-    step2 = snakemake("--cores", "2", PER_IMAGE[-1], "--configfile", str(config), cwd=work3)
-    assert step2.returncode == 0, step2.stderr[-4000:]
-    assert set(job_counts(step2.stdout + step2.stderr)) == {"infer_deeplab", "gather_shards"}
+    for rel, targets, jobs in ((TRAINED[-4:-2], SALIENCY_PER_IMAGE, {"infer_saliency", "refine_cams", "crf_labels",
+                                                                      "robust_labels", "gather_shards"}),
+                               (TRAINED[-2:], [PREDICTIONS], {"infer_deeplab", "gather_shards"})):
+        for path in rel:
+            os.utime(work3 / path)
+        step = snakemake("--cores", "2", *targets, "--configfile", str(config), cwd=work3)
+        assert step.returncode == 0, step.stderr[-4000:]
+        assert set(job_counts(step.stdout + step.stderr)) == jobs
 
     assert len(list((work3 / "artifacts/shards/c2am/maps").iterdir())) == 3
-    for rel in PER_IMAGE:
+    for rel in PER_IMAGE + SALIENCY_PER_IMAGE + [PREDICTIONS]:
         assert len(list((work1 / rel).iterdir())) > 0, rel
         assert _same_tree(work1 / rel, work3 / rel) == [], rel
     assert filecmp.cmp(work1 / "artifacts/c2am/cue_threshold.json", work3 / "artifacts/c2am/cue_threshold.json",

@@ -27,7 +27,8 @@ CONF = Path("/etc/slurm/slurm.conf")
 MARK = "# c2am-wsss test cluster (tests/test_slurm.py); removed when the test ends"
 BINARIES = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "sinfo", "scancel")
 SUBMITTED_RULES = {"prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues",
-                   "train_classifier", "infer_cam", "refine_cams", "crf_labels", "train_deeplab", "infer_deeplab",
+                   "train_classifier", "infer_cam", "train_saliency", "infer_saliency", "refine_cams",
+                   "refine_fixed_tau", "crf_labels", "robust_labels", "train_deeplab", "infer_deeplab",
                    "evaluate", "eval_c2am", "c2am_boxes", "eval_pseudo", "visualize"}
 
 
@@ -230,7 +231,7 @@ def test_tiny_dag_runs_through_a_real_slurm(cluster, tmp_path_factory):
 
     manifest = Manifest.load(work / "artifacts/dataset/manifest.json")
     for folder, split in [("artifacts/c2am/maps", "train"), ("artifacts/pseudo/cam_cues_crf", "train"),
-                          ("artifacts/deeplab/cam_cues_crf/pred_val", "val")]:
+                          ("artifacts/deeplab/cam_sal_crf_robust/pred_val", "val")]:
         files = [p.stem for p in (work / folder).iterdir() if not p.name.startswith(".")]
         assert sorted(files) == sorted(manifest.ids(split)), folder
     for name in SCORE_FILES:

@@ -8,6 +8,7 @@ import json
 import re
 
 import numpy as np
+import pytest
 import yaml
 
 from c2am.data.voc import Manifest
@@ -69,18 +70,25 @@ def test_second_run_does_nothing(tiny_dag):
     assert result.returncode == 0 and "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_parameter_change_reruns_that_stage_and_downstream_only(tiny_dag):
+@pytest.mark.parametrize("key, value, jobs", [
+    # the robust test's floor: its two variants, and the DeepLab that learns from one of them
+    ("region_floor", 0.3, {"robust_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
+                           "visualize", "all"}),
+    # the CAM-only baseline: only its own labels and the scores (no DeepLab learns from it)
+    ("fixed_tau", 0.25, {"refine_fixed_tau", "eval_pseudo", "visualize", "all"}),
+])
+def test_parameter_change_reruns_that_stage_and_downstream_only(tiny_dag, key, value, jobs):
     work, _ = tiny_dag
 
     def edit(config):
         tiny(config)
-        config["refine"]["fixed_tau"] = 0.25
+        section = config["refine"]["robust"] if key == "region_floor" else config["refine"]
+        section[key] = value
 
-    changed = write_config(work / "changed.yaml", edit)
+    changed = write_config(work / f"changed_{key}.yaml", edit)
     result = snakemake("-n", "--configfile", str(changed), cwd=work)
     assert result.returncode == 0, result.stderr
-    assert set(job_counts(result.stdout)) == {
-        "refine_cams", "crf_labels", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate", "visualize", "all"}
+    assert set(job_counts(result.stdout)) == jobs
 
 
 def test_forcerun_reruns_one_stage_and_downstream(tiny_dag):

@@ -1,6 +1,7 @@
 """The Snakemake DAG: config validation before any job, lint, and the full DAG on both configs (dry runs)."""
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT, job_counts, snakemake, write_config  # noqa: F401  (re-exported to other modules)
 from tests.test_voc_reader import make_sbd_fixture
@@ -53,3 +54,15 @@ def test_bad_config_is_rejected_before_any_job(tmp_path, edit, key):
     assert result.returncode != 0
     assert "Error validating config file" in result.stderr and key in result.stderr
     assert not (tmp_path / "artifacts").exists() and not (tmp_path / "logs").exists()
+
+
+def test_every_job_rule_has_threads_and_resources_in_the_profile():
+    # A rule without its own entry would keep its default 8 threads on a cluster whose profile scales the others
+    # down (tests/test_slurm.py: such a job waited forever for a node with 8 CPUs).
+    import re
+
+    defaults = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    files = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
+    rules = {name for f in files for name in re.findall(r"^rule (\w+):", f.read_text(), re.M)} - {"all", "wsol"}
+    assert rules - set(defaults["set-threads"]) == set()
+    assert rules - set(defaults["set-resources"]) == set()

@@ -95,9 +95,9 @@ rule refine_fixed_tau:
         f"benchmarks/{shard_name('refine_fixed_tau')}.tsv"
     conda:
         ENV
-    threads: rule_threads("refine_cams")
+    threads: rule_threads("refine_fixed_tau")
     resources:
-        **rule_resources("refine_cams"),
+        **rule_resources("refine_fixed_tau"),
     params:
         fixed_tau=REFINE["fixed_tau"],
         shard=shard_flag,

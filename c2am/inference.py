@@ -248,19 +248,25 @@ def predict_probs(model, image: torch.Tensor, scales: Sequence[float], flip: boo
 @torch.no_grad()
 def predict_probs_batch(model, images: torch.Tensor, scales: Sequence[float], flip: bool, amp: bool = False):
     """:func:`predict_probs` of each image of an N x 3 x H x W batch: N x C x H x W float32."""
-    image = images
-    size = tuple(image.shape[-2:])
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(x.device, amp):
             return torch.softmax(model(x).float(), dim=1)
 
+    return mean_over_scales(forward, images, scales, flip)
+
+
+def mean_over_scales(forward: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                     scales: Sequence[float], flip: bool) -> torch.Tensor:
+    """Mean of ``forward`` over ``scales`` (and their horizontal flips with ``flip``), each output upsampled
+    bilinearly to the N x 3 x H x W batch's size: N x K x H x W."""
+    size = tuple(images.shape[-2:])
     if flip:
-        return multiscale_flip_batch(forward, image, scales, out_size=size) / (2 * len(scales))
+        return multiscale_flip_batch(forward, images, scales, out_size=size) / (2 * len(scales))
     total = None
     for s in scales:
         resized = scaled_size(size, s)
-        x = image if resized == size else F.interpolate(image, size=resized, mode="bilinear", align_corners=False)
+        x = images if resized == size else F.interpolate(images, size=resized, mode="bilinear", align_corners=False)
         p = forward(x)
         if tuple(p.shape[-2:]) != size:
             p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
@@ -273,22 +279,10 @@ def saliency_maps(model, images: torch.Tensor, scales: Sequence[float], flip: bo
     """Saliency network: per image of an N x 3 x H x W batch, the H x W float32 soft saliency S = sigmoid(logit) in
     [0, 1], averaged over ``scales`` (and their horizontal flips with ``flip``) at the image size. Not
     max-normalised: S is a probability, and an image without a salient object keeps low values."""
-    size = tuple(images.shape[-2:])
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         with autocast(x.device, amp):
             return torch.sigmoid(model(x).float())
 
-    if flip:
-        total = multiscale_flip_batch(forward, images, scales, out_size=size) / (2 * len(scales))
-    else:
-        total = None
-        for s in scales:
-            resized = scaled_size(size, s)
-            x = images if resized == size else F.interpolate(images, size=resized, mode="bilinear", align_corners=False)
-            p = forward(x)
-            if tuple(p.shape[-2:]) != size:
-                p = F.interpolate(p, size=size, mode="bilinear", align_corners=False)
-            total = p if total is None else total.add_(p)
-        total = total / len(scales)
+    total = mean_over_scales(forward, images, scales, flip)
     return [one[0].clamp_(0.0, 1.0).cpu().numpy() for one in total]

@@ -223,6 +223,20 @@ def add_training_args(parser) -> None:
                         help="continue from the last finished epoch when the settings match")
 
 
+def check_crop_training_args(args: argparse.Namespace) -> None:
+    """The checks every crop-trained dense network needs (DeepLab, the saliency network): positive epochs, batch
+    size, crop and lr; two images per batch for BatchNorm; a scale range 0 < lo <= hi."""
+    positive = {"epochs": args.epochs, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr}
+    for key, value in positive.items():
+        if value <= 0:
+            raise InputError(f"{key}: must be positive, got {value}")
+    if args.batch_size < 2:
+        raise InputError(f"batch_size: {args.batch_size}; BatchNorm needs at least 2 images per batch")
+    lo, hi = args.scale_range
+    if not 0 < lo <= hi:
+        raise InputError(f"scale_range: need 0 < lo <= hi, got {lo} {hi}")
+
+
 def train_loader(dataset, batch_size: int, dist: distributed.DistInfo, seed: int, workers: int,
                  drop_last: bool = True) -> DataLoader:
     """The DataLoader of a training stage, as the determinism contract above wants it.

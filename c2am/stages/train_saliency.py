@@ -23,7 +23,15 @@ from c2am.data.voc import Manifest
 from c2am.io import InputError, run_stage
 from c2am.models.backbone import TRUNK_NAMES
 from c2am.models.saliency import build_saliency, saliency_loss
-from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
+from c2am.training import (
+    add_training_args,
+    check_crop_training_args,
+    fit,
+    make_poly_scheduler,
+    make_sgd,
+    resume_state_path,
+    train_loader,
+)
 
 log = logging.getLogger("c2am.train_saliency")
 
@@ -48,15 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_args(args: argparse.Namespace) -> None:
-    positive = {"epochs": args.epochs, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr}
-    for key, value in positive.items():
-        if value <= 0:
-            raise InputError(f"{key}: must be positive, got {value}")
-    if args.batch_size < 2:
-        raise InputError(f"batch_size: {args.batch_size}; BatchNorm needs at least 2 images per batch")
-    lo, hi = args.scale_range
-    if not 0 < lo <= hi:
-        raise InputError(f"scale_range: need 0 < lo <= hi, got {lo} {hi}")
+    check_crop_training_args(args)
     if not Path(args.cues_dir).is_dir():
         raise InputError(f"{args.cues_dir}: cue folder not found")
 

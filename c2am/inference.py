@@ -33,9 +33,29 @@ def add_inference_args(parser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
+def add_scale_reference_arg(parser) -> None:
+    """--scale-reference of the DeepLab inference stages (see :func:`reference_scales`)."""
+    parser.add_argument("--scale-reference", choices=SCALE_REFERENCES,
+                        help="train: scale 1 resizes the shorter side to the training side; native: the image's own")
+
+
 def check_scales(scales) -> None:
     if not scales or any(s <= 0 for s in scales):
         raise InputError(f"--scales: must all be positive, got {scales}")
+
+
+SCALE_REFERENCES = ("train", "native")
+
+
+def reference_scales(scales: Sequence[float], size: tuple[int, int], reference_side: float | None) -> list[float]:
+    """The scales to apply to an image of ``size`` (h, w). ``reference_side`` None: the scales as given, relative to
+    the image's own size. Otherwise each scale is relative to an image whose shorter side is ``reference_side``
+    (the side the network was trained at), so a network sees objects at the sizes it learned them whatever size
+    the images come in."""
+    if reference_side is None:
+        return list(scales)
+    factor = reference_side / min(size)
+    return [s * factor for s in scales]
 
 
 def scaled_size(size: tuple[int, int], scale: float) -> tuple[int, int]:

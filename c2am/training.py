@@ -57,20 +57,30 @@ CSV_HEADER = ["epoch", "step", "loss", "lr"]
 # ----------------------------------------------------------------------------- optimisation
 
 
-def poly_lr_lambda(total_steps: int, power: float = 0.9) -> Callable[[int], float]:
-    """Multiplier ``(1 - step / total_steps) ** power``, clamped at 0, for ``LambdaLR``."""
+def poly_lr_lambda(total_steps: int, power: float = 0.9, warmup_steps: int = 0) -> Callable[[int], float]:
+    """Multiplier ``(1 - step / total_steps) ** power``, clamped at 0, for ``LambdaLR``.
+
+    ``warmup_steps > 0`` multiplies it by a linear ramp ``(step + 1) / warmup_steps`` over the first steps, so
+    the first update already moves (at ``1 / warmup_steps`` of the lr) and the full lr is reached at step
+    ``warmup_steps - 1``: a high lr on a freshly initialised head diverges without it.
+    """
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(f"warmup_steps must be in [0, {total_steps}), got {warmup_steps}")
 
     def factor(step: int) -> float:
-        return max(0.0, 1.0 - step / total_steps) ** power
+        ramp = min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0
+        return ramp * max(0.0, 1.0 - step / total_steps) ** power
 
     return factor
 
 
-def make_poly_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9):
-    """``LambdaLR`` with the poly decay; call ``step()`` once per optimiser step (``fit`` does)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(total_steps, power))
+def make_poly_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, power: float = 0.9,
+                        warmup_steps: int = 0):
+    """``LambdaLR`` with the poly decay (and optional linear warm-up); call ``step()`` once per optimiser step
+    (``fit`` does)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lr_lambda(total_steps, power, warmup_steps))
 
 
 def _trainable(params_or_modules) -> list[nn.Parameter]:

@@ -219,14 +219,18 @@ def test_label_source_selection(tiny):
 
 
 def test_train_then_infer_tiny(tiny):
-    meta = train_deeplab.main(train_argv(tiny, "--labels-dir", str(tiny / "pseudo"), "--epochs", "2"))
+    meta = train_deeplab.main(train_argv(tiny, "--labels-dir", str(tiny / "pseudo"), "--epochs", "2",
+                                         "--warmup-iters", "2"))
     ckpt = load_checkpoint(tiny / "dl" / "model.pt", kind="deeplab")
+    assert ckpt["meta"]["warmup_iters"] == 2
     assert ckpt["meta"]["arch"] == "lite0_deeplabhead" and ckpt["meta"]["num_classes"] == 3
     assert ckpt["meta"]["labels"] == str(tiny / "pseudo") and math.isfinite(meta["final_loss"])
     assert not (tiny / "dl" / "model.pt.resume").exists()
     with open(tiny / "dl" / "log.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # 4 images / batch 2, 2 epochs
+    # lr 0.01, 4 steps, warm-up 2: 0.01 * (1/2) * 1, then 0.01 * 1 * (3/4)^0.9, then the poly decay
+    assert [float(r["lr"]) for r in rows[:2]] == pytest.approx([0.005, 0.01 * 0.75 ** 0.9], rel=1e-4)
 
     for extra in ([], ["--scales", "0.75", "1.0", "--flip", "--crf", "--iters", "2", "--softmax-scale", "0.8"]):
         out = tiny / ("pred" + "".join(extra[:1]))

@@ -3,8 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from c2am.inference import iterate_images, multiscale_flip, normalize_by_max
-from c2am.io import InputError
+from c2am.inference import iterate_images, multiscale_flip, normalize_by_max, reference_scales
+from c2am.io import InputError, save_checkpoint
+from c2am.models.deeplab import training_side
 
 torch.set_num_threads(1)
 
@@ -134,3 +135,20 @@ def test_iterate_images_bad_image_is_one_clean_input_error(num_workers):
     with pytest.raises(InputError) as err:
         list(iterate_images(manifest, ["a", "missing"], "cpu", num_workers=num_workers))
     assert str(err.value) == "/data/JPEGImages/missing.jpg: image not found"
+
+
+@pytest.mark.parametrize("size, expected", [((96, 160), [4 / 3, 8 / 3]), ((256, 128), [1.0, 2.0]), ((64, 64), [2.0, 4.0])])
+def test_reference_scales_make_scale_one_the_training_side(size, expected):
+    # training side 128: a 96 x 160 image's shorter side 96 -> 128 at scale 1 (x 4/3), 256 x 128 stays (x 1)
+    assert reference_scales([1.0, 2.0], size, 128.0) == pytest.approx(expected)
+    assert reference_scales([1.0, 2.0], size, None) == [1.0, 2.0]  # native: as given
+
+
+def test_training_side_from_checkpoint_and_clear_error_without_it(tmp_path):
+    save_checkpoint(tmp_path / "a.pt", {}, {"kind": "deeplab", "crop": 128, "scale_range": [0.7, 1.3]})
+    assert training_side(tmp_path / "a.pt") == pytest.approx(128.0)
+    save_checkpoint(tmp_path / "b.pt", {}, {"kind": "deeplab", "crop": 448, "scale_range": [0.5, 2.0]})
+    assert training_side(tmp_path / "b.pt") == pytest.approx(560.0)
+    save_checkpoint(tmp_path / "old.pt", {}, {"kind": "deeplab"})
+    with pytest.raises(InputError, match=r"old\.pt: .*scale_reference: native"):
+        training_side(tmp_path / "old.pt")

@@ -40,7 +40,8 @@ def manifest_and_checkpoint(tmp_path):
     m.save(tmp_path / "manifest.json")
     model = build_deeplab("lite0_deeplabhead", len(CLASSES), "none")
     save_checkpoint(tmp_path / "deeplab.pt", model.state_dict(),
-                    {"kind": "deeplab", "arch": "lite0_deeplabhead", "num_classes": len(CLASSES)})
+                    {"kind": "deeplab", "arch": "lite0_deeplabhead", "num_classes": len(CLASSES),
+                     "crop": 32, "scale_range": [0.5, 1.5]})
     return tmp_path / "manifest.json", tmp_path / "deeplab.pt"
 
 

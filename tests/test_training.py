@@ -35,6 +35,22 @@ def test_poly_lr_lambda_hand_values():
     assert poly_lr_lambda(4, power=1.0)(1) == 0.75
 
 
+def test_poly_lr_lambda_warmup_hand_values():
+    # 10 steps, power 1, warm-up 4: ramp 1/4, 2/4, 3/4, 1 times the linear decay 1, 0.9, 0.8, 0.7, ...
+    f = poly_lr_lambda(10, power=1.0, warmup_steps=4)
+    assert [f(s) for s in range(5)] == pytest.approx([0.25, 0.45, 0.6, 0.7, 0.6])
+    assert f(9) == pytest.approx(0.1)
+    assert f(10) == 0.0
+    assert poly_lr_lambda(10, power=1.0, warmup_steps=0)(0) == 1.0  # no warm-up: the plain decay
+
+
+def test_poly_lr_lambda_rejects_bad_warmup():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        poly_lr_lambda(10, warmup_steps=10)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        poly_lr_lambda(10, warmup_steps=-1)
+
+
 def test_poly_lr_lambda_rejects_zero_steps():
     with pytest.raises(ValueError):
         poly_lr_lambda(0)

@@ -125,6 +125,18 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return total / count
 
 
+def training_side(path) -> float:
+    """The mean shorter side, in pixels, of the images a checkpoint was trained on: crop x the midpoint of its
+    scale range (train_deeplab resizes the shorter side to crop x U(lo, hi)). Inference at scale 1 of
+    ``scale_reference: train`` resizes each image to this side."""
+    meta = load_checkpoint(path, kind="deeplab")["meta"]
+    if "crop" not in meta or "scale_range" not in meta:
+        raise InputError(f"{path}: the checkpoint does not record its training crop and scale range; "
+                         "use deeplab.infer.scale_reference: native (--scale-reference native)")
+    lo, hi = meta["scale_range"]
+    return float(meta["crop"]) * (float(lo) + float(hi)) / 2.0
+
+
 def load_deeplab(path, num_classes: int, device) -> SegmentationNet:
     """A trained segmentation network in eval mode on ``device`` (no backbone weights needed); it must predict
     ``num_classes`` classes (the manifest's)."""

@@ -19,9 +19,17 @@ from c2am import defaults
 from c2am.artifacts import save_labels
 from c2am.crf import SOFTMAX_CRF, add_crf_args, crf_args, crf_probs_job
 from c2am.data.voc import Manifest
-from c2am.inference import add_inference_args, check_scales, iterate_batches, predict_probs_batch, size_batches
+from c2am.inference import (
+    add_inference_args,
+    add_scale_reference_arg,
+    check_scales,
+    iterate_batches,
+    predict_probs_batch,
+    reference_scales,
+    size_batches,
+)
 from c2am.io import pick_device, run_stage, set_threads
-from c2am.models.deeplab import load_deeplab
+from c2am.models.deeplab import load_deeplab, training_side
 from c2am.parallel import map_items
 from c2am.shards import select_shard
 
@@ -46,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="train_deeplab checkpoint")
     p.add_argument("--out-dir", required=True, help="folder for <id>.png palette predictions")
     add_inference_args(p)
+    add_scale_reference_arg(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add horizontal flips")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, help="dense CRF on the softmax")
     add_crf_args(p, SOFTMAX_CRF)
@@ -61,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest = Manifest.load(args.manifest)
     ids = select_shard(manifest.ids(args.split), args.shard)
     model = load_deeplab(args.checkpoint, manifest.num_classes, device)
+    side = training_side(args.checkpoint) if args.scale_reference == "train" else None
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     crf_params = crf_args(args, SOFTMAX_CRF)
@@ -69,8 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     batches = size_batches(manifest, ids, args.batch_size)
     bar = tqdm(total=len(ids), desc="deeplab predict", mininterval=1.0)
     for batch_ids, batch_pixels, images in iterate_batches(manifest, batches, device, args.workers):
-        for image_id, pixels, probs in zip(batch_ids, batch_pixels,
-                                           predict_probs_batch(model, images, args.scales, args.flip, args.amp)):
+        scales = reference_scales(args.scales, images.shape[-2:], side)
+        probs_batch = predict_probs_batch(model, images, scales, args.flip, args.amp)
+        for image_id, pixels, probs in zip(batch_ids, batch_pixels, probs_batch):
             if not args.crf:
                 save_labels(out_dir / f"{image_id}.png", probs.argmax(dim=0).to(torch.uint8).cpu().numpy())
                 continue
@@ -81,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         bar.update(len(batch_ids))
     bar.close()
     run_crf_jobs(crf_jobs, out_dir, threads)
-    log.info("infer_deeplab: wrote %d predictions to %s (scales %s, flip %s, crf %s)",
-             len(ids), out_dir, args.scales, args.flip, args.crf)
+    log.info("infer_deeplab: wrote %d predictions to %s (scales %s of the %s size, flip %s, crf %s)",
+             len(ids), out_dir, args.scales, args.scale_reference, args.flip, args.crf)
     return len(ids)
 
 

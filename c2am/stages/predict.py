@@ -29,9 +29,17 @@ from c2am.crf import SOFTMAX_CRF, add_crf_args, crf_args, crf_probs_job
 from c2am.data.folder import ImageFolder
 from c2am.data.voc import Manifest
 from c2am.figures import prediction_overlay
-from c2am.inference import add_inference_args, check_scales, iterate_batches, predict_probs_batch, size_batches
+from c2am.inference import (
+    add_inference_args,
+    add_scale_reference_arg,
+    check_scales,
+    iterate_batches,
+    predict_probs_batch,
+    reference_scales,
+    size_batches,
+)
 from c2am.io import pick_device, run_stage, save_jpeg, set_threads
-from c2am.models.deeplab import load_deeplab
+from c2am.models.deeplab import load_deeplab, training_side
 from c2am.parallel import map_items
 
 log = logging.getLogger("c2am.predict")
@@ -47,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-masks", required=True, help="folder for <id>.png palette masks")
     p.add_argument("--out-overlays", required=True, help="folder for <id>.jpg overlays with the class legend")
     add_inference_args(p)
+    add_scale_reference_arg(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add horizontal flips")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, help="dense CRF on the softmax")
     add_crf_args(p, SOFTMAX_CRF)
@@ -69,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     device = pick_device(args.device)
     manifest = Manifest.load(args.manifest)
     model = load_deeplab(args.checkpoint, manifest.num_classes, device)
+    side = training_side(args.checkpoint) if args.scale_reference == "train" else None
     masks, overlays = Path(args.out_masks), Path(args.out_overlays)
     for d in (masks, overlays):
         d.mkdir(parents=True, exist_ok=True)
@@ -78,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(folder.ids), desc="predict", mininterval=1.0)
     batches = size_batches(folder, folder.ids, args.batch_size)  # one size per batch: photos of any size mix
     for batch_ids, batch_pixels, images in iterate_batches(folder, batches, device, args.workers):
-        probs_batch = predict_probs_batch(model, images, args.scales, args.flip, args.amp)
+        scales = reference_scales(args.scales, images.shape[-2:], side)
+        probs_batch = predict_probs_batch(model, images, scales, args.flip, args.amp)
         for image_id, pixels, probs in zip(batch_ids, batch_pixels, probs_batch):
             if not args.crf:
                 labels = probs.argmax(dim=0).to(torch.uint8).cpu().numpy()
@@ -94,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     if pending:
         write_outputs(map_items(crf_probs_job, pending, threads=threads, desc="predict crf"), folder,
                       manifest.classes, masks, overlays)
-    log.info("predict: %d images of %s -> %s, %s (scales %s, flip %s, crf %s)", len(folder.ids), folder.folder,
-             masks, overlays, args.scales, args.flip, args.crf)
+    log.info("predict: %d images of %s -> %s, %s (scales %s of the %s size, flip %s, crf %s)", len(folder.ids),
+             folder.folder, masks, overlays, args.scales, args.scale_reference, args.flip, args.crf)
     return len(folder.ids)
 
 

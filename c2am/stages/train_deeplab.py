@@ -2,9 +2,9 @@
 
 ``--labels-dir`` trains on the label PNGs of a pseudo-label stage (one ``<id>.png`` per train image, 255 =
 ignore); ``--gt-labels`` trains on the GT masks of the train split instead: the fully supervised reference
-that WSSS results are divided by. Cross-entropy ignores 255; SGD with a 10x head lr and poly decay; joint
-image/mask scale jitter, 255-padded crop and flip. The loop (resume, CSV log, AMP + channels_last on CUDA)
-is :func:`c2am.training.fit`.
+that WSSS results are divided by. Cross-entropy ignores 255; SGD (head at ``lr * head_lr_mult``) with a linear
+warm-up and poly decay; joint image/mask scale jitter, 255-padded crop and flip. The loop (resume, CSV log,
+AMP + channels_last on CUDA) is :func:`c2am.training.fit`.
 
 Multi-GPU: ``torchrun --standalone --nproc_per_node=K -m c2am.stages.train_deeplab ...`` trains with
 DistributedDataParallel and synchronised BatchNorm (docs/method.md §7); ``--batch-size`` stays the global
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", dest="arch", choices=MODEL_NAMES)
     p.add_argument("--weights-backbone", help="none, pretrained/imagenet, or a local file")
     add_training_args(p)
+    p.add_argument("--warmup-iters", type=int, help="optimiser steps of linear lr warm-up before the poly decay")
     p.add_argument("--crop", type=int, help="square training crop (padded with 255 labels)")
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="random resize of the image's shorter side, as a fraction of the crop")
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     check_crop_training_args(args)
+    if args.warmup_iters < 0:
+        raise InputError(f"deeplab.train.warmup_iters (--warmup-iters) must be >= 0, got {args.warmup_iters}")
     if args.labels_dir is not None and not Path(args.labels_dir).is_dir():
         raise InputError(f"{args.labels_dir}: labels directory not found")
 
@@ -83,6 +86,7 @@ def run_meta(args: argparse.Namespace, manifest: Manifest) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "head_lr_mult": args.head_lr_mult,
+        "warmup_iters": args.warmup_iters,
         "momentum": args.momentum,
         "weight_decay": args.weight_decay,
         "crop": args.crop,
@@ -118,10 +122,15 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
     log.info("train_deeplab: %s on %d '%s' images with %s labels, %d steps/epoch",
              args.arch, len(loader.dataset), args.split, label_source(args), len(loader))
 
+    total_steps = args.epochs * len(loader)
+    warmup = min(args.warmup_iters, total_steps // 2)  # a run shorter than its warm-up still reaches the full lr
+    if warmup < args.warmup_iters:
+        log.warning("train_deeplab: warm-up capped at %d of %d steps (deeplab.train.warmup_iters = %d)",
+                    warmup, total_steps, args.warmup_iters)
     model = build_deeplab(args.arch, manifest.num_classes, args.weights_backbone)
     backbone, head = model.parameter_groups()
     optimizer = make_sgd(backbone, head, args.lr, args.head_lr_mult, args.momentum, args.weight_decay)
-    scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))
+    scheduler = make_poly_scheduler(optimizer, total_steps, warmup_steps=warmup)
 
     out = Path(args.out)
     # fit resumes only a state written with the same meta/epochs/seed/steps; any other is logged and ignored.

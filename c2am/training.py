@@ -1,8 +1,9 @@
 """Shared training infrastructure: poly-LR SGD with two parameter groups and a resumable epoch loop.
 
-Used by the C2AM, classifier and DeepLab training stages. What each stage supplies is its model,
-its DataLoader and a ``step_fn(model, batch) -> loss``; everything else (AMP, logging,
-checkpoints, resume, determinism) lives here.
+Used by the five training stages: C2AM (``train_c2am``), the classifier (``train_classifier``), the saliency
+network (``train_saliency``), DeepLab (``train_deeplab``) and the WSOL localizer (``train_localizer``). What each
+stage supplies is its model, its DataLoader and a ``step_fn(model, batch) -> loss``; everything else (AMP,
+logging, checkpoints, resume, determinism) lives here.
 
 Determinism contract (what a stage must do so that a run resumed after epoch k ends with weights
 bit-identical to an uninterrupted run on the CPU):

@@ -8,6 +8,7 @@ threads and memory to fit the node. Skipped when SLURM is not installed (.ci/run
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -252,10 +253,20 @@ def venv_env() -> dict:
     return dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
 
 
-def slurm_job_id(comment: str) -> str | None:
-    """The id of the queued or running SLURM job whose comment is ``comment`` (the plugin's rule_<name>)."""
-    out = subprocess.run(["squeue", "-h", "-t", "PD,R", "-o", "%i %k"], capture_output=True, text=True).stdout
-    return next((line.split()[0] for line in out.splitlines() if line.split()[1:] == [comment]), None)
+def slurm_run_id(output: Path) -> str | None:
+    """The run's own id, from its log: the plugin names every job of a run by it (``SLURM run ID: <uuid>``)."""
+    text = output.read_text() if output.is_file() else ""
+    match = re.search(r"SLURM run ID: (\S+)", text)
+    return match.group(1) if match else None
+
+
+def slurm_job_id(run_id: str | None, comment: str) -> str | None:
+    """The id of the queued or running SLURM job of run ``run_id`` whose comment is ``comment`` (the plugin's
+    rule_<name>): a job of another run on the same cluster, even of the same rule, is never taken."""
+    if run_id is None:
+        return None
+    out = subprocess.run(["squeue", "-h", "-t", "PD,R", "-o", "%i %j %k"], capture_output=True, text=True).stdout
+    return next((line.split()[0] for line in out.splitlines() if line.split()[1:] == [run_id, comment]), None)
 
 
 def two_epochs(config):
@@ -308,9 +319,9 @@ def test_a_training_job_ended_by_slurm_resumes_after_its_last_epoch(cluster, tmp
         while not state.is_file():  # the job id first (the job is running), then the end of epoch 1
             assert proc.poll() is None, (work / "snakemake.out").read_text()[-3000:]
             assert time.monotonic() < deadline, "train_c2am never finished its first epoch on SLURM"
-            job = job or slurm_job_id("rule_train_c2am")
+            job = job or slurm_job_id(slurm_run_id(work / "snakemake.out"), "rule_train_c2am")
             time.sleep(0.05)
-        job = job or slurm_job_id("rule_train_c2am")
+        job = job or slurm_job_id(slurm_run_id(work / "snakemake.out"), "rule_train_c2am")
         assert job, "no SLURM job for train_c2am"
         if how == "scancel":
             subprocess.run(["scancel", job], check=True)
@@ -329,7 +340,8 @@ def test_a_training_job_ended_by_slurm_resumes_after_its_last_epoch(cluster, tmp
         assert f"SLURM-job '{job}' failed" in text and "Trying to restart job" in text
     else:
         assert "Trying to restart job" not in text
-    assert slurm_job_id("rule_train_c2am") is None
+    assert slurm_run_id(work / "snakemake.out") is not None
+    assert slurm_job_id(slurm_run_id(work / "snakemake.out"), "rule_train_c2am") is None
     log = (work / "logs/train_c2am.log").read_text()
     assert "resuming from artifacts/c2am/model.pt.resume after epoch 1/2" in log, log[-2000:]
     assert not state.exists()
@@ -349,3 +361,16 @@ def test_a_failing_slurm_job_shows_its_error_line_last(cluster, tmp_path):
     assert result.returncode != 0
     tail = result.stderr.strip().splitlines()[-8:]  # the job ran on a SLURM node; its log is on the shared disk
     assert any(line.strip().startswith("error: data/nowhere") for line in tail), "\n".join(tail)
+
+
+def test_a_run_finds_only_its_own_jobs(tmp_path, monkeypatch):
+    """Two runs on one cluster, each with a train_c2am job: each run's lookup gives its own job (no SLURM needed)."""
+    (tmp_path / "snakemake.out").write_text("Building DAG of jobs...\nSLURM run ID: 7f3a-ours\nSubmitted...\n")
+    queue = "101 0c1d-theirs rule_train_c2am\n102 7f3a-ours rule_train_saliency\n103 7f3a-ours rule_train_c2am\n"
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=queue))
+    run_id = slurm_run_id(tmp_path / "snakemake.out")
+    assert run_id == "7f3a-ours"
+    assert slurm_job_id(run_id, "rule_train_c2am") == "103"
+    assert slurm_job_id("0c1d-theirs", "rule_train_c2am") == "101"
+    assert slurm_job_id(run_id, "rule_train_classifier") is None
+    assert slurm_run_id(tmp_path / "missing.out") is None and slurm_job_id(None, "rule_train_c2am") is None

@@ -444,7 +444,9 @@ def fit(
             pending, total = [], 0.0
             bar = tqdm(loader, desc=f"{desc} {epoch}/{epochs}", total=steps_per_epoch, mininterval=1.0, leave=False,
                        disable=not dist.is_main)
+            data_s, t_batch = 0.0, time.perf_counter()  # the wait for the loader, for bench/profile_run.py
             for i, batch in enumerate(bar):
+                data_s += time.perf_counter() - t_batch
                 step = (epoch - 1) * steps_per_epoch + i + 1
                 lr = optimizer.param_groups[0]["lr"]
                 batch = to_device(batch, device, channels_last=amp_on)
@@ -459,6 +461,7 @@ def fit(
                 pending.append((epoch, step, loss.detach(), lr))
                 if len(pending) >= sync_every:
                     total += _log_rows(writer, csv_file, pending, bar, log_rows)
+                t_batch = time.perf_counter()
             if pending:
                 total += _log_rows(writer, csv_file, pending, bar, log_rows)
             bar.close()
@@ -468,6 +471,7 @@ def fit(
                 update = on_epoch_end(epoch, model, meta)
                 if update:
                     meta.update(update)
+            t_save = time.perf_counter()
             if dist.is_main:
                 save_checkpoint(
                     state_path,
@@ -481,9 +485,10 @@ def fit(
                     epoch_losses=epoch_losses,
                     log_rows=log_rows,
                 )
+            now = time.perf_counter()
             log.info(
-                "%s epoch %d/%d: mean loss %.4f, lr %.3g, %.1f s",
-                desc, epoch, epochs, epoch_losses[-1], optimizer.param_groups[0]["lr"], time.perf_counter() - t0,
+                "%s epoch %d/%d: mean loss %.4f, lr %.3g, %.1f s (data %.1f s, checkpoint %.1f s)",
+                desc, epoch, epochs, epoch_losses[-1], optimizer.param_groups[0]["lr"], now - t0, data_s, now - t_save,
             )
 
     final_meta = {

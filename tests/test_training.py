@@ -1,5 +1,6 @@
 import csv
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -293,3 +294,43 @@ def test_epoch_generator_depends_on_seed_and_epoch():
     assert torch.equal(a, torch.randperm(20, generator=epoch_generator(1, 1)))
     assert not torch.equal(a, torch.randperm(20, generator=epoch_generator(1, 2)))
     assert not torch.equal(a, torch.randperm(20, generator=epoch_generator(2, 1)))
+
+
+def _profile_run_module():
+    """bench/profile_run.py, imported from its path (bench/ is scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("profile_run", Path(__file__).resolve().parents[1] / "bench/profile_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_epoch_lines_give_the_profile_its_data_and_checkpoint_time(tmp_path, caplog):
+    """fit's epoch lines are what bench/profile_run.py reads: a format change there must not silently drop it."""
+    model, loader, opt, sched, paths = _setup(tmp_path)
+    with caplog.at_level("INFO"):
+        _fit(model, loader, opt, sched, paths, 2)
+    (tmp_path / "stage.log").write_text(caplog.text)
+    epoch_s, data_s, ckpt_s = _profile_run_module().training_split(tmp_path / "stage.log")
+    assert caplog.text.count(" s (data ") == 2 and 0 <= data_s <= epoch_s and 0 <= ckpt_s <= epoch_s
+    (tmp_path / "hand.log").write_text("x epoch 1/2: mean loss 0.5, lr 0.1, 10.0 s (data 2.5 s, checkpoint 0.5 s)\n"
+                                       "x epoch 2/2: mean loss 0.4, lr 0.05, 12.0 s (data 1.5 s, checkpoint 1.0 s)\n")
+    assert _profile_run_module().training_split(tmp_path / "hand.log") == (22.0, 4.0, 1.5)
+    assert _profile_run_module().training_split(tmp_path / "missing.log") is None
+
+
+def test_profile_reads_each_jobs_threads_from_the_run_log():
+    run_log = """rule train_c2am:
+    input: artifacts/dataset/manifest.json
+    log: logs/train_c2am.log
+    benchmark: benchmarks/train_c2am.tsv
+    threads: 2
+localrule train_deeplab:
+    benchmark: benchmarks/train_deeplab_gt.tsv
+    wildcards: labels=gt
+    threads: 1
+rule report:
+    threads: 1
+"""
+    assert _profile_run_module().job_threads(run_log) == {"train_c2am": 2, "train_deeplab_gt": 1}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from c2am.artifacts import load_map, save_cue
+from c2am import inference
+from c2am.artifacts import load_cue, load_map, save_cue
 from c2am.data.datasets import CueDataset, segmentation_train_transform
 from c2am.data.voc import Manifest, build_manifest
 from c2am.io import InputError, load_checkpoint, run_stage, save_checkpoint
@@ -134,19 +135,47 @@ def test_training_on_cues_alone_lowers_the_loss(trained):
 
 @pytest.mark.parametrize("extra", [[], ["--scales", "0.5", "1.0", "--flip", "--batch-size", "2"]])
 def test_maps_are_soft_and_at_each_images_size(data, trained, tmp_path, monkeypatch, extra):
-    manifest, _, sizes = data
+    manifest, cues, sizes = data
     forbid_labels(monkeypatch)
     maps = tmp_path / "maps"
     n = infer_saliency.main(["--manifest", str(manifest), "--checkpoint", str(trained), "--out-dir", str(maps),
                              "--threads", "1", "--device", "cpu", *extra])
     assert n == len(sizes) == len(list(maps.glob("*.npy")))
     assert len({h / w for h, w in sizes.values()}) > 2  # portrait, landscape and square images
+    inside, outside = [], []
     for image_id, size in sizes.items():
         raw = np.load(maps / f"{image_id}.npy", allow_pickle=False)
         assert raw.dtype == np.float16 and raw.shape == size
         smap = load_map(maps / f"{image_id}.npy", size)  # checks finite and in [0, 1]
         assert 0.0 <= smap.min() <= smap.max() <= 1.0
         assert np.unique(smap).size > 2  # soft, not a thresholded mask
+        cue = load_cue(cues / f"{image_id}.png", size)
+        inside.append(smap[cue])
+        outside.append(smap[~cue])
+    # S is high where the cues it learnt from say foreground (the fixture's rectangles): in the training run of
+    # this fixture, 0.15 inside against 0.04 outside, pooled over the images
+    inside, outside = np.concatenate(inside).mean(), np.concatenate(outside).mean()
+    assert inside > 2 * outside, (inside, outside)
+
+
+def test_saliency_maps_are_sigmoid_of_the_logit_and_follow_the_object():
+    """A hand-made case: a network whose logit is 20 (grey - 0.5), on a black image with a white square off the
+    centre (the cue). S = sigmoid(10) on the square and sigmoid(-10) elsewhere, exactly, at scale 1 with and
+    without flip (the mirrored map is flipped back); at scales 0.5 and 1 S stays high inside and low outside."""
+    image = torch.zeros(1, 3, 24, 40)
+    image[0, :, 6:16, 4:14] = 1.0
+    cue = np.zeros((24, 40), bool)
+    cue[6:16, 4:14] = True
+    expected = np.where(cue, 1 / (1 + math.exp(-10)), 1 / (1 + math.exp(10))).astype(np.float32)
+    network = lambda x: 20 * (x.mean(1, keepdim=True) - 0.5)  # noqa: E731
+    for flip in (False, True):
+        (smap,) = inference.saliency_maps(network, image, [1.0], flip)
+        np.testing.assert_allclose(smap, expected, atol=1e-6)
+    (smap,) = inference.saliency_maps(network, image, [0.5, 1.0], flip=True)
+    core, far = np.zeros_like(cue), np.ones_like(cue)
+    core[8:14, 6:12] = True
+    far[3:19, 1:17] = False
+    assert smap[core].min() > 0.9 and smap[far].max() < 0.1, (smap[core].min(), smap[far].max())
 
 
 def test_load_refuses_a_checkpoint_of_another_kind(tmp_path):

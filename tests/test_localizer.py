@@ -83,6 +83,24 @@ def test_box_dataset_crops_keep_and_flips_mirror_the_box():
         BoxDataset(_Manifest(), ["a"], {"a": None}, size=32)
 
 
+def test_flip_averages_the_mirrored_box_by_hand():
+    """A stub network giving box A for the image and B for its mirror: with flip, the result is the mean of A and
+    B mirrored back, (x1, y1, x2, y2) -> (1 - x2, y1, 1 - x1, y2)."""
+    image = torch.rand(1, 3, 40, 56)
+    a, b = [0.1, 0.2, 0.5, 0.6], [0.2, 0.1, 0.6, 0.9]
+
+    def stub(x):
+        assert x.shape[-2:] == (32, 32)
+        if x.shape[0] == 2:  # the image and its mirror, as one batch
+            assert torch.equal(x[1], x[0].flip(-1))
+            return torch.tensor([a, b])
+        return torch.tensor([a])
+
+    assert predict_unit_box(stub, image, 32, flip=False) == pytest.approx(a)
+    # B mirrored back: (1 - 0.6, 0.1, 1 - 0.2, 0.9) = (0.4, 0.1, 0.8, 0.9); mean with A
+    assert predict_unit_box(stub, image, 32, flip=True) == pytest.approx([0.25, 0.15, 0.65, 0.75])
+
+
 def test_forward_flip_and_checkpoint_kind(tmp_path):
     torch.manual_seed(0)
     model = Localizer(build_trunk("lite0", "none")).eval()

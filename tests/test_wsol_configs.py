@@ -5,7 +5,7 @@ import json
 
 import pytest
 import yaml
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
 from tests.conftest import ROOT, job_counts, snakemake
 from tests.test_wsol_reader import make_cub_fixture, make_metadata_fixture
@@ -16,11 +16,19 @@ WSOL_RULES = {"prepare_wsol", "wsol_train_c2am", "wsol_infer_c2am", "box_thresho
               "wsol_figures", "wsol"}
 
 
-def merged(name: str) -> dict:
+def merged(*files) -> dict:
+    """config/config.yaml with each file (a name under config/, or a path) merged over it in turn, as Snakemake
+    merges --configfile files: deeply, with Snakemake's own ``update_config``."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    for key, value in yaml.safe_load((ROOT / "config" / name).read_text()).items():
-        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    for file in files:
+        update_config(config, yaml.safe_load((ROOT / "config" / file).read_text()))
     return config
+
+
+def key_paths(node, prefix=()) -> set[tuple]:
+    if not isinstance(node, dict):
+        return {prefix}
+    return {path for key, value in node.items() for path in key_paths(value, prefix + (key,))}
 
 
 @pytest.mark.parametrize("name", ["wsol.yaml", "cub.yaml", "ilsvrc.yaml"])
@@ -45,6 +53,22 @@ def fixture_config(work, name: str):
     override = work / "override.yaml"
     override.write_text(yaml.safe_dump({"wsol": {"dataset": {"num_classes": 2, "val_fraction": 0.5}}}))
     return [str(ROOT / "config" / name), str(override)]
+
+
+@pytest.mark.parametrize("name", ["wsol.yaml", "cub.yaml", "ilsvrc.yaml"])
+def test_merging_keeps_what_an_override_leaves_out(tmp_path, name):
+    """An override replaces the keys it names, at any depth, and nothing else: the fixture's two wsol.dataset keys
+    leave the shipped config's other dataset keys (kind, root, ...) as they were, and a shipped config drops no key
+    of the default."""
+    shipped = merged(name)
+    both = merged(*fixture_config(tmp_path, name))
+    validate(both, SCHEMA)
+    assert both["wsol"]["dataset"]["num_classes"] == 2 and both["wsol"]["dataset"]["val_fraction"] == 0.5
+    rest = {k: v for k, v in shipped["wsol"]["dataset"].items() if k not in ("num_classes", "val_fraction")}
+    assert rest and {k: both["wsol"]["dataset"][k] for k in rest} == rest
+    assert {k: v for k, v in both.items() if k != "wsol"} == {k: v for k, v in shipped.items() if k != "wsol"}
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    assert key_paths(shipped) >= key_paths(default)
 
 
 @pytest.mark.parametrize("name", ["cub.yaml", "ilsvrc.yaml"])

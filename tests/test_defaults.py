@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from c2am import defaults
+from tests import configs
 from tests.conftest import ROOT
 from tests.test_workflow import snakemake
 
@@ -159,7 +160,8 @@ def test_what_the_wsol_dag_passes_is_each_stage_default(wsol_commands):
     assert not drift, drift
 
 
-def test_wsol_config_is_the_default_configs_wsol_section():
+def test_wsol_config_overrides_nothing_of_the_wsol_section():
+    """The embedded WSOL run is the default config's wsol section: config/wsol.yaml names it and changes nothing."""
     wsol = yaml.safe_load(WSOL_CONFIG.read_text())
-    assert set(wsol) == {"wsol"}, "config/wsol.yaml should hold the wsol section only"
-    assert wsol["wsol"] == defaults.default_config()["wsol"]
+    assert wsol == {"wsol": {}}, "config/wsol.yaml should hold an empty wsol section (a place for overrides)"
+    assert configs.merged("wsol.yaml") == defaults.default_config()

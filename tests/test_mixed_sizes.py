@@ -26,7 +26,7 @@ import yaml
 from c2am.data.voc import Manifest
 from c2am.io import load_checkpoint, load_image, load_label_png, load_npy, load_npz
 from c2am.summary import NOT_SCORED, summarize
-from tests import mixed_data
+from tests import configs, mixed_data
 from tests.conftest import ROOT, job_counts, snakemake
 
 SCORING_RULES = {"eval_c2am", "eval_pseudo", "evaluate"}
@@ -74,7 +74,7 @@ def weights(tmp_path_factory):
 
 def prepare(work, weights, dataset: dict):
     """The config of a run in ``work``: config/voc2012.yaml (shrunk) on ``dataset``, the MoCo file where it says."""
-    config = yaml.safe_load((ROOT / "config" / "voc2012.yaml").read_text())
+    config = configs.merged("voc2012.yaml")
     shrink(config)
     config["dataset"] = {**config["dataset"], **dataset, "classes": mixed_data.CLASSES}
     (work / "weights").mkdir(exist_ok=True)
@@ -88,7 +88,7 @@ def prepare(work, weights, dataset: dict):
 def runs(tmp_path_factory, weights):
     """The three DAGs (voc, folder, coco), run at the same time (each one job at a time: most of a tiny DAG is a
     chain, so three chains keep 2 cores busier than one). kind -> (work dir, sizes, stdout + stderr, config)."""
-    coco = yaml.safe_load((ROOT / "config" / "coco2014.yaml").read_text())["dataset"]
+    coco = configs.merged("coco2014.yaml")["dataset"]
     folder_dataset = {"kind": "folder", "root": "data/mine", "mask_dir": "masks",
                       "splits": {"train": "train", "pseudo_eval": "train", "val": "val"}}
     plans = {

@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 import yaml
+from snakemake.utils import update_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -13,13 +14,9 @@ SHIPPED = ("voc2012.yaml", "coco2014.yaml", "cub.yaml", "ilsvrc.yaml", "folder.y
 
 
 def deep_merge(base: dict, override: dict) -> dict:
-    """``override`` over ``base`` as Snakemake merges config files: mappings key by key, anything else replaced."""
+    """``override`` over ``base`` as Snakemake merges config files (its own update_config), on a copy."""
     out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
+    update_config(out, copy.deepcopy(override))
     return out
 
 

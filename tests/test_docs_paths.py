@@ -126,7 +126,7 @@ def config(*overrides: str) -> dict:
     """config/config.yaml with ``config/<name>`` merged over it, as Snakemake merges config files (deeply)."""
     merged = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     for name in overrides:
-        update_config(merged, yaml.safe_load((ROOT / "config" / name).read_text()))
+        update_config(merged, yaml.safe_load((ROOT / "config" / name).read_text()) or {})
     return copy.deepcopy(merged)
 
 

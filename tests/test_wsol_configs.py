@@ -21,7 +21,7 @@ def merged(*files) -> dict:
     merges --configfile files: deeply, with Snakemake's own ``update_config``."""
     config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     for file in files:
-        update_config(config, yaml.safe_load((ROOT / "config" / file).read_text()))
+        update_config(config, yaml.safe_load((ROOT / "config" / file).read_text()) or {})  # an empty file: {}
     return config
 
 

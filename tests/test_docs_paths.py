@@ -18,14 +18,12 @@ pipeline diagrams, a backticked name beside the word rule / stage / job / target
 
 from __future__ import annotations
 
-import copy
 import itertools
 import re
 
 import pytest
-import yaml
-from snakemake.utils import update_config
 
+from tests import configs
 from tests.conftest import ROOT, snakemake
 
 DOCS = [ROOT / "README.md", ROOT / "docs" / "method.md"]
@@ -122,18 +120,11 @@ def dag(tmp_path_factory):
     return default[0] | sharded[0] | wsol[0], default[1]
 
 
-def config(*overrides: str) -> dict:
-    """config/config.yaml with ``config/<name>`` merged over it, as Snakemake merges config files (deeply)."""
-    merged = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    for name in overrides:
-        update_config(merged, yaml.safe_load((ROOT / "config" / name).read_text()) or {})
-    return copy.deepcopy(merged)
-
-
 def by_products() -> list[str]:
     """Folders a rule writes besides its declared outputs, where the configs put them."""
-    return [config()["dataset"]["root"], config()["wsol"]["dataset"]["root"],
-            config("coco2014.yaml")["dataset"]["coco"]["label_dir"]]
+    default = configs.load("config.yaml")
+    return [default["dataset"]["root"], default["wsol"]["dataset"]["root"],
+            configs.merged("coco2014.yaml")["dataset"]["coco"]["label_dir"]]
 
 
 def doc_paths() -> list[tuple[str, str]]:

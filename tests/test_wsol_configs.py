@@ -5,8 +5,9 @@ import json
 
 import pytest
 import yaml
-from snakemake.utils import update_config, validate
+from snakemake.utils import validate
 
+from tests import configs
 from tests.conftest import ROOT, job_counts, snakemake
 from tests.test_wsol_reader import make_cub_fixture, make_metadata_fixture
 
@@ -18,10 +19,10 @@ WSOL_RULES = {"prepare_wsol", "wsol_train_c2am", "wsol_infer_c2am", "box_thresho
 
 def merged(*files) -> dict:
     """config/config.yaml with each file (a name under config/, or a path) merged over it in turn, as Snakemake
-    merges --configfile files: deeply, with Snakemake's own ``update_config``."""
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    merges --configfile files: deeply (tests/configs.py, Snakemake's own ``update_config``)."""
+    config = configs.load("config.yaml")
     for file in files:
-        update_config(config, yaml.safe_load((ROOT / "config" / file).read_text()) or {})  # an empty file: {}
+        config = configs.deep_merge(config, configs.load(file))
     return config
 
 

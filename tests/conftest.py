@@ -4,13 +4,14 @@
 minutes on 2 cores); every module that needs a finished run uses it. Tests that write into a run's folder work on
 a copy (``shutil.copytree``) so that the shared run stays as the DAG left it.
 
-The helpers (``snakemake``, ``job_counts``, ``write_config``, ``tiny``) are re-exported by tests/test_workflow.py
+The helpers (``snakemake``, ``job_counts``, ``stage_commands``, ``write_config``, ``tiny``) are re-exported by tests/test_workflow.py
 and tests/test_pipeline.py, where other test modules import them from.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -39,6 +40,18 @@ def job_counts(stdout: str) -> dict[str, int]:
             break
         counts[parts[0]] = int(parts[1])
     return counts
+
+
+def stage_commands(output: str) -> list[tuple[str, list[str]]]:
+    """(stage, argv) of every ``python -m c2am.stages.<stage>`` command a ``snakemake -n -p`` run printed, in
+    order; argv without the ``2> log`` redirection."""
+    found = []
+    for line in output.splitlines():
+        line = line.strip().removeprefix("Shell command:").strip()
+        if line.startswith("python -m c2am.stages."):
+            argv = shlex.split(line.split(" 2> ")[0])
+            found.append((argv[2].rsplit(".", 1)[1], argv[3:]))
+    return found
 
 
 def write_config(path: Path, edit) -> Path:

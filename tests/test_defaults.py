@@ -6,14 +6,13 @@ computes. The commands come from a dry run of the default config; each is parsed
 
 import argparse
 import importlib
-import shlex
 
 import pytest
 import yaml
 
 from c2am import defaults
 from tests import configs
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stage_commands
 from tests.test_workflow import snakemake
 
 # Not settings of the computation: the rule's threads (a resource), and which inputs the job reads.
@@ -47,13 +46,7 @@ def commands(tmp_path_factory):
     work = tmp_path_factory.mktemp("defaults")
     result = snakemake("-n", "-p", "all", "results/fully_supervised_miou.txt", "predict", cwd=work)
     assert result.returncode == 0, result.stderr
-    found = []
-    for line in (result.stdout + result.stderr).splitlines():
-        line = line.strip().removeprefix("Shell command:").strip()
-        if line.startswith("python -m c2am.stages."):
-            argv = shlex.split(line.split(" 2> ")[0])
-            found.append((argv[2].rsplit(".", 1)[1], argv[3:]))
-    return found
+    return stage_commands(result.stdout + result.stderr)
 
 
 def test_every_stage_rule_is_checked(commands):
@@ -129,13 +122,7 @@ def wsol_commands(tmp_path_factory):
     work = tmp_path_factory.mktemp("defaults_wsol")
     result = snakemake("-n", "-p", "--configfile", str(WSOL_CONFIG), "--", "wsol", cwd=work)
     assert result.returncode == 0, result.stderr
-    found = []
-    for line in (result.stdout + result.stderr).splitlines():
-        line = line.strip().removeprefix("Shell command:").strip()
-        if line.startswith("python -m c2am.stages."):
-            argv = shlex.split(line.split(" 2> ")[0])
-            found.append((argv[2].rsplit(".", 1)[1], argv[3:]))
-    return found
+    return stage_commands(result.stdout + result.stderr)
 
 
 def test_every_wsol_stage_rule_is_checked(wsol_commands):

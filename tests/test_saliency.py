@@ -3,7 +3,6 @@ its bad inputs, and the rules that run it."""
 
 import csv
 import math
-import shlex
 import shutil
 from collections import defaultdict
 
@@ -19,7 +18,7 @@ from c2am.io import InputError, load_checkpoint, run_stage, save_checkpoint
 from c2am.models.saliency import load_saliency, saliency_loss
 from c2am.stages import infer_saliency, train_saliency
 from tests import mixed_data
-from tests.conftest import snakemake
+from tests.conftest import snakemake, stage_commands
 
 torch.set_num_threads(1)
 
@@ -228,12 +227,7 @@ def test_rules_pass_each_stages_defaults(tmp_path):
     (what tests/test_defaults.py checks for the rules of the default target)."""
     result = snakemake("-n", "-p", "artifacts/saliency/maps", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    commands = {}
-    for line in (result.stdout + result.stderr).splitlines():
-        line = line.strip().removeprefix("Shell command:").strip()
-        if line.startswith("python -m c2am.stages.") and "saliency" in line.split()[2]:
-            argv = shlex.split(line.split(" 2> ")[0])
-            commands[argv[2].rsplit(".", 1)[1]] = argv[3:]
+    commands = {name: argv for name, argv in stage_commands(result.stdout + result.stderr) if "saliency" in name}
     assert set(commands) == {"train_saliency", "infer_saliency"}
     assert "--cues-dir artifacts/c2am/cues" in " ".join(commands["train_saliency"])
     drift = []

@@ -3,7 +3,6 @@ that matters most: the test split never enters training."""
 
 import json
 import re
-import shlex
 
 import pytest
 import yaml
@@ -12,7 +11,7 @@ from c2am.artifacts import load_boxes
 from c2am.data.voc import Manifest
 from c2am.io import load_checkpoint
 from c2am.summary import summarize
-from tests.conftest import ROOT, job_counts, snakemake
+from tests.conftest import ROOT, job_counts, snakemake, stage_commands
 
 TRAINING_STAGES = {"train_c2am", "train_classifier", "train_localizer"}
 
@@ -76,12 +75,8 @@ def test_the_test_split_never_enters_training(wsol_run):
     result = snakemake("-n", "-p", "--forceall", "--configfile", str(config), "--", "wsol", cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     trained = set()
-    for line in result.stdout.splitlines():
-        line = line.strip().removeprefix("Shell command:").strip()
-        if not line.startswith("python -m c2am.stages."):
-            continue
-        argv = shlex.split(line.split(" 2> ")[0])
-        stage = argv[2].rsplit(".", 1)[1]
+    for stage, argv in stage_commands(result.stdout):
+        line = " ".join(argv)
         if stage in TRAINING_STAGES:
             trained.add(stage)
             splits = [argv[i + 1] for i, a in enumerate(argv) if a in ("--split", "--val-split")]

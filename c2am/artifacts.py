@@ -20,6 +20,7 @@ from typing import Iterable
 import numpy as np
 
 from c2am.io import (
+    IGNORE,
     InputError,
     load_json,
     load_label_png,
@@ -32,8 +33,6 @@ from c2am.io import (
     save_npz,
 )
 from c2am.refine import check_cams
-
-IGNORE = 255  # label value: not a class (GT boundary band, uncertain pseudo label); never scored or trained on
 
 
 def _wxh(shape) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from c2am.artifacts import IGNORE
+from c2am.io import IGNORE
 
 PAIRWISE = {"gauss_sxy": 3.0, "gauss_compat": 3.0, "bilat_sxy": 50.0, "bilat_srgb": 5.0, "bilat_compat": 10.0,
             "iters": 10}

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from c2am.artifacts import IGNORE
-from c2am.io import InputError, atomic_path, voc_palette
+from c2am.io import IGNORE, InputError, atomic_path, voc_palette
 from c2am.summary import NOT_SCORED, variant_title
 
 log = logging.getLogger("c2am.figures")

@@ -113,6 +113,8 @@ def load_npz(path) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------------- images
 
+IGNORE = 255  # label value: not a class (GT boundary band, uncertain pseudo label); never scored or trained on
+
 
 def voc_palette() -> list[int]:
     """The PASCAL VOC colour map (256 entries, flattened RGB); index 255 is (224, 224, 192)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from c2am.artifacts import IGNORE
+from c2am.io import IGNORE
 
 
 # ----------------------------------------------------------------------------- semantic segmentation

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from c2am.io import IGNORE
+
 
 def check_cams(cams: np.ndarray, classes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """K x H x W float CAMs and K class indices (each >= 1); returns (cams as float32, classes as int64)."""
@@ -81,7 +83,6 @@ def robust_labels(labels: np.ndarray, cams: np.ndarray, classes: Sequence[int], 
     (IGNORE), which DeepLab skips. Background and IGNORE pixels are left as they are; ``region_floor`` 0 changes
     nothing.
     """
-    from c2am.artifacts import IGNORE  # not at the top: c2am.artifacts imports this module
 
     if not 0.0 <= region_floor <= 1.0:
         raise ValueError(f"region_floor must be in [0, 1], got {region_floor}")

@@ -8,8 +8,8 @@ reshape of its output, the order of the pairwise image) moves or scrambles the s
 import numpy as np
 import pytest
 
-from c2am.artifacts import IGNORE
 from c2am.crf import crf_from_labels, crf_from_probs, crf_present_labels, crf_two_label, mark_disagreement
+from c2am.io import IGNORE
 
 RED, GREEN, BLUE = (220, 30, 30), (30, 220, 30), (30, 30, 220)
 # (height, width, column of the colour edge): a wide image split left of its centre, a tall one likewise.

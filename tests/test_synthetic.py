@@ -13,7 +13,6 @@ from PIL import Image
 
 from c2am.data.synthetic import (
     BADGE_COLOURS,
-    IGNORE,
     MAX_CLASSES,
     badge_for_class,
     boundary_band,
@@ -25,7 +24,7 @@ from c2am.data.synthetic import (
     render_sample,
     synthetic_ids,
 )
-from c2am.io import InputError, load_image, load_label_png
+from c2am.io import IGNORE, InputError, load_image, load_label_png
 
 SIZE = 64
 N_TRAIN, N_VAL = 4, 2

@@ -40,9 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from c2am.artifacts import IGNORE
 from c2am.data.voc import SPLIT_ROLES, Manifest, image_size
-from c2am.io import InputError, save_label_png, save_text
+from c2am.io import IGNORE, InputError, save_label_png, save_text
 from c2am.parallel import map_items
 
 log = logging.getLogger("c2am.data.coco")

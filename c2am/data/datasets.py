@@ -17,9 +17,9 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from c2am.artifacts import IGNORE, load_cue
+from c2am.artifacts import load_cue
 from c2am.data.voc import Manifest, image_size
-from c2am.io import InputError
+from c2am.io import IGNORE, InputError
 
 
 def to_image_tensor(image: np.ndarray) -> tv_tensors.Image:

@@ -48,8 +48,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from c2am.artifacts import IGNORE
-from c2am.io import InputError, save_gray_png, save_jpeg, save_label_png, save_text
+from c2am.io import IGNORE, InputError, save_gray_png, save_jpeg, save_label_png, save_text
 
 log = logging.getLogger(__name__)
 

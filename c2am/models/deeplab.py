@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from c2am.artifacts import IGNORE
-from c2am.io import InputError, load_checkpoint, load_state_strict
+from c2am.io import IGNORE, InputError, load_checkpoint, load_state_strict
 from c2am.models.backbone import (
     IMAGENET_MEAN,
     IMAGENET_STD,

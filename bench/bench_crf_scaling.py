@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_crf import noisy, synthetic_scene  # noqa: E402
 from c2am.artifacts import save_labels  # noqa: E402
 from c2am.data.voc import Manifest  # noqa: E402
-from c2am.io import available_cpus, save_jpeg  # noqa: E402
+from c2am.io import save_jpeg  # noqa: E402
+from c2am.runtime import available_cpus  # noqa: E402
 
 CLASSES = ["background", "a", "b", "c"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from c2am.io import available_cpus
+from c2am.runtime import available_cpus
 
 ROOT = Path(__file__).resolve().parents[1]
 

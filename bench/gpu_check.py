@@ -28,12 +28,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from c2am.inference import batch_cams, foreground_maps  # noqa: E402
-from c2am.io import pick_device  # noqa: E402
 from c2am.losses import c2am_step  # noqa: E402
 from c2am.models.backbone import build_trunk  # noqa: E402
 from c2am.models.c2am_net import C2AM  # noqa: E402
 from c2am.models.classifier import build_classifier  # noqa: E402
 from c2am.models.deeplab import build_deeplab, segmentation_loss  # noqa: E402
+from c2am.runtime import pick_device  # noqa: E402
 from c2am.training import autocast, make_sgd, use_amp  # noqa: E402
 
 VOC = {"crop": 448, "c2am_batch": 64, "deeplab_batch": 16, "image": (375, 500), "infer_batch": 16,

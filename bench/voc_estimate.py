@@ -31,8 +31,8 @@ from bench_crf import noisy, synthetic_scene  # noqa: E402
 from gpu_check import VOC, cam_inference, c2am_training, deeplab_training, map_inference  # noqa: E402
 from c2am.crf import crf_from_probs, crf_present_labels, crf_two_label  # noqa: E402
 from c2am.inference import predict_probs  # noqa: E402
-from c2am.io import available_cpus  # noqa: E402
 from c2am.models.deeplab import build_deeplab  # noqa: E402
+from c2am.runtime import available_cpus  # noqa: E402
 
 TRAIN_AUG, VAL = 10_582, 1_449
 # what a CPU can afford to time: small batches, one timed step after a warm-up

@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from c2am.io import InputError, pick_device, pin_memory, seed_everything, set_threads
+from c2am.io import InputError
+from c2am.runtime import pick_device, pin_memory, seed_everything, set_threads
 
 log = logging.getLogger("c2am.distributed")
 

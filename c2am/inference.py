@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from c2am.io import InputError, pin_memory
+from c2am.io import InputError
+from c2am.runtime import pin_memory
 from c2am.training import autocast
 
 

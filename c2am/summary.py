@@ -255,6 +255,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    from c2am.io import run_stage
+    from c2am.runtime import run_stage
 
     sys.exit(run_stage(main))

@@ -12,7 +12,8 @@ from pycocotools import mask as mask_utils
 
 from c2am.data.coco import build_coco_manifest
 from c2am.data.voc import Manifest
-from c2am.io import InputError, load_label_png, run_stage, save_jpeg
+from c2am.io import InputError, load_label_png, save_jpeg
+from c2am.runtime import run_stage
 from c2am.stages import prepare_dataset
 from tests import mixed_data
 from tests.conftest import ROOT, job_counts, snakemake

@@ -12,7 +12,8 @@ import yaml
 from c2am.data.folder import build_folder_manifest, roles_with_masks, scan
 from c2am.data.to_folder import export
 from c2am.data.voc import Manifest, build_manifest
-from c2am.io import InputError, load_image, run_stage, save_label_png
+from c2am.io import InputError, load_image, save_label_png
+from c2am.runtime import run_stage
 from c2am.stages import evaluate, prepare_dataset
 from c2am.summary import NOT_SCORED, summarize
 from tests import mixed_data

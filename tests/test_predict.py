@@ -9,8 +9,9 @@ import pytest
 
 from c2am.data.voc import Manifest
 from c2am.figures import OVERLAY_ALPHA, PALETTE, prediction_overlay
-from c2am.io import load_image, load_label_png, run_stage, save_checkpoint
+from c2am.io import load_image, load_label_png, save_checkpoint
 from c2am.models.deeplab import build_deeplab
+from c2am.runtime import run_stage
 from c2am.stages import predict
 from tests import mixed_data
 

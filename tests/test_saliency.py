@@ -14,8 +14,9 @@ from c2am import inference
 from c2am.artifacts import load_cue, load_map, save_cue
 from c2am.data.datasets import CueDataset, segmentation_train_transform
 from c2am.data.voc import Manifest, build_manifest
-from c2am.io import InputError, load_checkpoint, run_stage, save_checkpoint
+from c2am.io import InputError, load_checkpoint, save_checkpoint
 from c2am.models.saliency import load_saliency, saliency_loss
+from c2am.runtime import run_stage
 from c2am.stages import infer_saliency, train_saliency
 from tests import mixed_data
 from tests.conftest import snakemake, stage_commands

@@ -146,7 +146,7 @@ def test_annotation_with_unknown_class(voc):
 
 
 def test_prepare_dataset_stage_exit_code_and_no_manifest_on_error(voc, tmp_path, capsys):
-    from c2am.io import run_stage
+    from c2am.runtime import run_stage
 
     root, _ = voc
     (root / "JPEGImages" / "2008_000002.jpg").unlink()

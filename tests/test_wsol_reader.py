@@ -217,7 +217,7 @@ def test_crop_window_keeps_the_whole_box():
 
 
 def test_prepare_wsol_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys):
-    from c2am.io import run_stage
+    from c2am.runtime import run_stage
     from c2am.stages import prepare_wsol
 
     root = make_cub_fixture(tmp_path / "CUB")

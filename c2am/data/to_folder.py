@@ -23,7 +23,8 @@ import tempfile
 from pathlib import Path
 
 from c2am.data.voc import SPLIT_ROLES, Manifest, build_manifest
-from c2am.io import InputError, run_stage, save_text
+from c2am.io import InputError, save_text
+from c2am.runtime import run_stage
 
 log = logging.getLogger("c2am.data.to_folder")
 

@@ -16,7 +16,8 @@ from c2am import defaults
 from c2am.artifacts import require_files
 from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
-from c2am.io import InputError, run_stage, save_json, set_threads
+from c2am.io import InputError, save_json
+from c2am.runtime import run_stage, set_threads
 from c2am.wsol_boxes import parse_box_threshold, resolve_box_threshold
 
 log = logging.getLogger("c2am.box_threshold")

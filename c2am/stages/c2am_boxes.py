@@ -23,9 +23,10 @@ import numpy as np
 from c2am import defaults
 from c2am.artifacts import load_map, require_files, save_boxes
 from c2am.data.voc import Manifest
-from c2am.io import run_stage, save_text, set_threads
+from c2am.io import save_text
 from c2am.metrics import box_hit, largest_component_box
 from c2am.parallel import map_items
+from c2am.runtime import run_stage, set_threads
 from c2am.summary import NOT_SCORED
 from c2am.thresholds import DATASET_METHODS, parse_threshold, resolve_threshold
 

@@ -18,8 +18,9 @@ from c2am import defaults
 from c2am.artifacts import load_labels, save_labels
 from c2am.crf import add_crf_args, crf_args, crf_present_labels, mark_disagreement
 from c2am.data.voc import Manifest
-from c2am.io import InputError, load_image, run_stage, set_threads
+from c2am.io import InputError, load_image
 from c2am.parallel import map_items
+from c2am.runtime import run_stage, set_threads
 from c2am.shards import add_shard_arg, select_shard
 
 log = logging.getLogger("c2am.crf_labels")

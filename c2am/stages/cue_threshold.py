@@ -13,7 +13,8 @@ import sys
 from c2am import defaults
 from c2am.artifacts import require_files
 from c2am.data.voc import Manifest
-from c2am.io import run_stage, save_json, set_threads
+from c2am.io import save_json
+from c2am.runtime import run_stage, set_threads
 from c2am.thresholds import parse_threshold, resolve_threshold
 
 log = logging.getLogger("c2am.cue_threshold")

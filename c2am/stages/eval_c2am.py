@@ -26,9 +26,10 @@ from c2am.artifacts import load_cue, load_map
 from c2am.crf import add_crf_args, crf_args
 from c2am.cues import cue_for_image
 from c2am.data.voc import Manifest
-from c2am.io import load_json, run_stage, save_json, save_text, set_threads
+from c2am.io import load_json, save_json, save_text
 from c2am.metrics import BinaryAUC, BinaryIoU
 from c2am.parallel import map_items
+from c2am.runtime import run_stage, set_threads
 from c2am.thresholds import check_record, image_threshold, map_histogram, otsu_from_histogram
 
 log = logging.getLogger("c2am.eval_c2am")

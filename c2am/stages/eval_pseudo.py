@@ -24,8 +24,9 @@ import numpy as np
 
 from c2am import defaults
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage, save_json, save_text, set_threads
+from c2am.io import InputError, save_json, save_text
 from c2am.refine import tau_grid
+from c2am.runtime import run_stage, set_threads
 from c2am.scoring import distractor_share, percent, score_folder, scores_dict, sweep_confusions
 
 log = logging.getLogger("c2am.eval_pseudo")

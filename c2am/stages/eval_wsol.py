@@ -20,8 +20,9 @@ from c2am import defaults
 from c2am.artifacts import load_boxes, load_map, require_files
 from c2am.data.voc import Manifest
 from c2am.data.wsol import class_index, load_gt
-from c2am.io import InputError, load_json, run_stage, save_json, save_text, set_threads
+from c2am.io import InputError, load_json, save_json, save_text
 from c2am.parallel import map_items
+from c2am.runtime import run_stage, set_threads
 from c2am.wsol_boxes import check_box_record, pool_size
 from c2am.wsol_metrics import iou_curve, threshold_grid
 from c2am.wsol_report import format_report, score_maps, score_source

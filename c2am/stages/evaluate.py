@@ -18,7 +18,8 @@ import logging
 import sys
 
 from c2am.data.voc import Manifest
-from c2am.io import run_stage, save_json, save_text, set_threads
+from c2am.io import save_json, save_text
+from c2am.runtime import run_stage, set_threads
 from c2am.scoring import format_scores, score_folder, scores_dict
 
 log = logging.getLogger("c2am.evaluate")

@@ -16,8 +16,9 @@ from c2am.artifacts import require_files, save_cue
 from c2am.crf import add_crf_args, crf_args
 from c2am.cues import cue_for_image
 from c2am.data.voc import Manifest
-from c2am.io import load_json, run_stage, set_threads
+from c2am.io import load_json
 from c2am.parallel import map_items
+from c2am.runtime import run_stage, set_threads
 from c2am.shards import add_shard_arg, select_shard
 from c2am.thresholds import check_record
 

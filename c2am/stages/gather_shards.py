@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from c2am.data.voc import Manifest
-from c2am.io import run_stage
+from c2am.runtime import run_stage
 from c2am.shards import gather_dirs
 
 log = logging.getLogger("c2am.gather_shards")

@@ -17,8 +17,8 @@ from c2am import defaults
 from c2am.artifacts import save_cams
 from c2am.data.voc import Manifest
 from c2am.inference import add_inference_args, batch_cams, check_scales, image_cams, iterate_batches, size_batches
-from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.classifier import load_classifier
+from c2am.runtime import pick_device, run_stage, set_threads
 from c2am.shards import select_shard
 
 log = logging.getLogger("c2am.infer_cam")

@@ -19,8 +19,8 @@ from c2am.artifacts import save_boxes
 from c2am.data.voc import Manifest
 from c2am.data.wsol import unit_to_box
 from c2am.inference import iterate_images
-from c2am.io import pick_device, run_stage, set_threads
 from c2am.models.localizer import load_localizer, predict_unit_box
+from c2am.runtime import pick_device, run_stage, set_threads
 
 log = logging.getLogger("c2am.infer_localizer")
 

@@ -20,8 +20,9 @@ import numpy as np
 from c2am.artifacts import load_map, require_files, save_boxes
 from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
-from c2am.io import InputError, load_json, run_stage, save_text, set_threads
+from c2am.io import InputError, load_json, save_text
 from c2am.parallel import map_items
+from c2am.runtime import run_stage, set_threads
 from c2am.wsol_boxes import check_box_record, map_box, pool_size
 from c2am.wsol_metrics import box_ious
 

@@ -38,9 +38,10 @@ from c2am.inference import (
     reference_scales,
     size_batches,
 )
-from c2am.io import pick_device, run_stage, save_jpeg, set_threads
+from c2am.io import save_jpeg
 from c2am.models.deeplab import load_deeplab, training_side
 from c2am.parallel import map_items
+from c2am.runtime import pick_device, run_stage, set_threads
 
 log = logging.getLogger("c2am.predict")
 

@@ -18,7 +18,8 @@ from c2am import defaults
 from c2am.data.coco import build_coco_manifest
 from c2am.data.folder import build_folder_manifest
 from c2am.data.voc import build_manifest
-from c2am.io import InputError, run_stage, set_threads
+from c2am.io import InputError
+from c2am.runtime import run_stage, set_threads
 
 # Written into a generated tree so that regenerating may delete it, and never a user's own data.
 SYNTHETIC_MARKER = ".c2am-synthetic"

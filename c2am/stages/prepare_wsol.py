@@ -16,7 +16,8 @@ from pathlib import Path
 
 from c2am import defaults
 from c2am.data.wsol import read_cub, read_wsol_metadata, save_wsol
-from c2am.io import InputError, run_stage
+from c2am.io import InputError
+from c2am.runtime import run_stage
 
 log = logging.getLogger("c2am.prepare_wsol")
 

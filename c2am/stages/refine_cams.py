@@ -21,9 +21,9 @@ from pathlib import Path
 from c2am import defaults
 from c2am.artifacts import load_cams, load_cue, load_map, require_files, save_labels
 from c2am.data.voc import Manifest
-from c2am.io import run_stage, set_threads
 from c2am.parallel import map_items
 from c2am.refine import background_from_cue, refine_labels
+from c2am.runtime import run_stage, set_threads
 from c2am.shards import add_shard_arg, select_shard
 
 log = logging.getLogger("c2am.refine_cams")

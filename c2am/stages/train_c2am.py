@@ -21,11 +21,12 @@ import sys
 from c2am import defaults, distributed
 from c2am.data.datasets import UnlabeledImages, image_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage
+from c2am.io import InputError
 from c2am.losses import c2am_step
 from c2am.models.backbone import TRUNK_NAMES, build_trunk
 from c2am.models.c2am_net import C2AM
 from c2am.polarity import polarity_callback, polarity_images
+from c2am.runtime import run_stage
 from c2am.training import (
     add_training_args,
     fit,

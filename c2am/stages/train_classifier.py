@@ -21,9 +21,10 @@ from torch import nn
 from c2am import defaults, distributed
 from c2am.data.datasets import ClassificationDataset, image_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import run_stage, save_text
+from c2am.io import save_text
 from c2am.metrics import classification_report
 from c2am.models.classifier import build_classifier, predict_scores
+from c2am.runtime import run_stage
 from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
 log = logging.getLogger("c2am.train_classifier")

@@ -22,8 +22,9 @@ from c2am import defaults, distributed
 from c2am.artifacts import require_files
 from c2am.data.datasets import SegmentationDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage
+from c2am.io import InputError
 from c2am.models.deeplab import MODEL_NAMES, build_deeplab, segmentation_loss
+from c2am.runtime import run_stage
 from c2am.training import (
     add_training_args,
     check_crop_training_args,

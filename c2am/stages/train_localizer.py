@@ -22,9 +22,10 @@ from c2am import defaults, distributed
 from c2am.artifacts import load_boxes
 from c2am.data.voc import Manifest
 from c2am.data.wsol import BoxDataset
-from c2am.io import InputError, run_stage
+from c2am.io import InputError
 from c2am.models.backbone import TRUNK_NAMES
 from c2am.models.localizer import box_loss, build_localizer
+from c2am.runtime import run_stage
 from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
 log = logging.getLogger("c2am.train_localizer")

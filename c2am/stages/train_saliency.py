@@ -20,9 +20,10 @@ from c2am import defaults, distributed
 from c2am.artifacts import require_files
 from c2am.data.datasets import CueDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
-from c2am.io import InputError, run_stage
+from c2am.io import InputError
 from c2am.models.backbone import TRUNK_NAMES
 from c2am.models.saliency import build_saliency, saliency_loss
+from c2am.runtime import run_stage
 from c2am.training import (
     add_training_args,
     check_crop_training_args,

@@ -46,7 +46,8 @@ from c2am.figures import (
     boxes_figure, colorize, error_overlay, heat_overlay, image_grid, iou_bars, loss_figure, not_scored_figure,
     read_train_log, sample_ids, save_figure, tables_page, tau_figure, top_class, val_series, variants_of,
 )
-from c2am.io import IGNORE, InputError, load_json, run_stage, save_text
+from c2am.io import IGNORE, InputError, load_json, save_text
+from c2am.runtime import run_stage
 from c2am.summary import variant_title
 
 log = logging.getLogger("c2am.visualize")

@@ -15,7 +15,8 @@ from c2am.artifacts import load_boxes
 from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
 from c2am.figures import sample_ids, save_figure
-from c2am.io import InputError, load_json, run_stage
+from c2am.io import InputError, load_json
+from c2am.runtime import run_stage
 from c2am.wsol_report import wsol_boxes_figure
 
 

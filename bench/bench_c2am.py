@@ -20,8 +20,8 @@ from c2am.inference import multiscale_flip, normalize_by_max
 from c2am.losses import c2am_loss
 from c2am.models.backbone import build_trunk
 from c2am.models.c2am_net import C2AM
-from c2am.runtime import pick_device, set_threads
-from c2am.training import autocast, make_sgd, use_amp
+from c2am.runtime import autocast, pick_device, set_threads, use_amp
+from c2am.training import make_sgd
 
 
 def settings(voc: bool) -> dict:

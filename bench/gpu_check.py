@@ -33,8 +33,8 @@ from c2am.models.backbone import build_trunk  # noqa: E402
 from c2am.models.c2am_net import C2AM  # noqa: E402
 from c2am.models.classifier import build_classifier  # noqa: E402
 from c2am.models.deeplab import build_deeplab, segmentation_loss  # noqa: E402
-from c2am.runtime import pick_device  # noqa: E402
-from c2am.training import autocast, make_sgd, use_amp  # noqa: E402
+from c2am.runtime import autocast, pick_device, use_amp  # noqa: E402
+from c2am.training import make_sgd  # noqa: E402
 
 VOC = {"crop": 448, "c2am_batch": 64, "deeplab_batch": 16, "image": (375, 500), "infer_batch": 16,
        "scales": [0.5, 1.0, 1.5, 2.0], "warmup": 3, "steps": 10, "trunk": "resnet50", "deeplab": "deeplabv3_resnet101"}

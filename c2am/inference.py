@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from c2am.io import InputError
-from c2am.runtime import pin_memory
-from c2am.training import autocast
+from c2am.runtime import autocast, pin_memory
 
 
 def add_inference_args(parser) -> None:

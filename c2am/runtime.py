@@ -1,10 +1,12 @@
-"""A run's setup, shared by every stage: seeding, the device choice, threads, logging and the stage entry point.
+"""A run's setup, shared by every stage: seeding, the device choice (and AMP on it), threads, logging and the stage
+entry point.
 
 :func:`run_stage` turns an :class:`~c2am.io.InputError` into one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -47,6 +49,22 @@ def pin_memory(device) -> bool:
     import torch
 
     return torch.device(device).type == "cuda"
+
+
+def use_amp(device, amp: bool) -> bool:
+    """AMP (and channels_last) only on CUDA; on the CPU it would change results and rarely helps."""
+    import torch
+
+    return bool(amp) and torch.device(device).type == "cuda"
+
+
+def autocast(device, amp: bool):
+    """fp16 autocast on CUDA when ``amp``; a no-op context otherwise. For training and inference alike."""
+    import torch
+
+    if use_amp(device, amp):
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
 
 
 def available_cpus() -> int:

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 from c2am import distributed
 from c2am.io import InputError, atomic_path, load_checkpoint, load_state_strict, save_checkpoint
+from c2am.runtime import autocast, use_amp
 
 log = logging.getLogger("c2am.training")
 
@@ -181,18 +182,6 @@ def reseed_epoch(seed: int, epoch: int, loader=None, rank: int = 0) -> None:
 
 
 # ----------------------------------------------------------------------------- device helpers
-
-
-def use_amp(device: torch.device, amp: bool) -> bool:
-    """AMP (and channels_last) only on CUDA; on the CPU it would change results and rarely helps."""
-    return bool(amp) and torch.device(device).type == "cuda"
-
-
-def autocast(device: torch.device, amp: bool):
-    """fp16 autocast on CUDA when ``amp``; a no-op context otherwise. Also for inference stages."""
-    if use_amp(device, amp):
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def to_device(batch, device: torch.device, channels_last: bool = False):

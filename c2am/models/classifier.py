@@ -72,7 +72,7 @@ def predict_scores(model: Classifier, manifest, split: str, device, batch_size: 
 
     from c2am.data.datasets import ClassificationDataset
     from c2am.data.voc import image_size
-    from c2am.training import autocast
+    from c2am.runtime import autocast
 
     model.to(device).eval()
     ds = ClassificationDataset(manifest, split)

@@ -21,9 +21,8 @@ from c2am.artifacts import save_map
 from c2am.data.voc import Manifest
 from c2am.inference import add_inference_args, check_scales, foreground_maps, iterate_batches, size_batches
 from c2am.models.c2am_net import load_c2am
-from c2am.runtime import pick_device, run_stage, set_threads
+from c2am.runtime import pick_device, run_stage, set_threads, use_amp
 from c2am.shards import select_shard
-from c2am.training import use_amp
 
 log = logging.getLogger("c2am.infer_c2am")
 

@@ -26,7 +26,7 @@ from c2am.losses import c2am_step
 from c2am.models.backbone import TRUNK_NAMES, build_trunk
 from c2am.models.c2am_net import C2AM
 from c2am.polarity import polarity_callback, polarity_images
-from c2am.runtime import run_stage
+from c2am.runtime import run_stage, use_amp
 from c2am.training import (
     add_training_args,
     fit,
@@ -34,7 +34,6 @@ from c2am.training import (
     make_sgd,
     resume_state_path,
     train_loader,
-    use_amp,
 )
 
 log = logging.getLogger("c2am.train_c2am")

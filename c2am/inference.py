@@ -4,6 +4,7 @@
 (DeepLab) turn images in [0, 1] into that network's output at the image's size (docs/method.md §4-§6). A batch
 holds images of one size (:func:`size_batches`), so batching changes nothing but speed: on a GPU a batch of
 many images fills the device; on a CPU one image at a time (batch size 1, the default) is as fast.
+``predict_scores`` is the classifier's image-level scores over a split (single scale, whole images).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
+from c2am.data.datasets import ClassificationDataset
+from c2am.data.voc import image_size
 from c2am.io import InputError
 from c2am.runtime import autocast, pin_memory
 
@@ -257,6 +261,23 @@ def batch_cams(model, images: torch.Tensor, classes: list, scales, amp: bool) ->
 
     summed = multiscale_flip_batch(forward, images, scales)
     return [normalize_by_max(one[[c - 1 for c in own]]) for one, own in zip(summed, classes)]
+
+
+@torch.no_grad()
+def predict_scores(model, manifest, split: str, device, batch_size: int, amp: bool):
+    """Classifier: (sigmoid scores, multi-hot targets), N x K numpy arrays each, single scale on whole images."""
+    model.to(device).eval()
+    ds = ClassificationDataset(manifest, split)
+    same_size = len({image_size(manifest.image_path(i)) for i in ds.ids}) == 1
+    # Whole images of different sizes (real VOC) cannot be stacked: one at a time then.
+    loader = DataLoader(ds, batch_size=batch_size if same_size else 1, shuffle=False)
+    scores, targets = [], []
+    for images, y in tqdm(loader, desc=f"score {split}", leave=False):
+        with autocast(device, amp):
+            logits = model(images.to(device))
+        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
+        targets.append(y.numpy())
+    return np.concatenate(scores), np.concatenate(targets)
 
 
 @torch.no_grad()

@@ -7,7 +7,6 @@ per-position term of the pooled logit, ``logit_c = mean_p conv_c(f4)(p)``.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,26 +62,3 @@ def load_classifier(path, classes: list[str], device) -> Classifier:
     load_state_strict(model, ckpt["state_dict"], path)
     return model.to(device).eval()
 
-
-@torch.no_grad()
-def predict_scores(model: Classifier, manifest, split: str, device, batch_size: int, amp: bool):
-    """(sigmoid scores, multi-hot targets), N x K numpy arrays each, single scale on whole images."""
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from c2am.data.datasets import ClassificationDataset
-    from c2am.data.voc import image_size
-    from c2am.runtime import autocast
-
-    model.to(device).eval()
-    ds = ClassificationDataset(manifest, split)
-    same_size = len({image_size(manifest.image_path(i)) for i in ds.ids}) == 1
-    # Whole images of different sizes (real VOC) cannot be stacked: one at a time then.
-    loader = DataLoader(ds, batch_size=batch_size if same_size else 1, shuffle=False)
-    scores, targets = [], []
-    for images, y in tqdm(loader, desc=f"score {split}", leave=False):
-        with autocast(device, amp):
-            logits = model(images.to(device))
-        scores.append(torch.sigmoid(logits.float()).cpu().numpy())
-        targets.append(y.numpy())
-    return np.concatenate(scores), np.concatenate(targets)

@@ -16,7 +16,8 @@ from pathlib import Path
 from c2am import defaults
 from c2am.data.voc import Manifest
 from c2am.io import save_json
-from c2am.models.classifier import load_classifier, predict_scores
+from c2am.inference import predict_scores
+from c2am.models.classifier import load_classifier
 from c2am.runtime import pick_device, run_stage, set_threads
 
 log = logging.getLogger("c2am.infer_classes")

@@ -23,7 +23,8 @@ from c2am.data.datasets import ClassificationDataset, image_train_transform
 from c2am.data.voc import Manifest
 from c2am.io import save_text
 from c2am.metrics import classification_report
-from c2am.models.classifier import build_classifier, predict_scores
+from c2am.inference import predict_scores
+from c2am.models.classifier import build_classifier
 from c2am.runtime import run_stage
 from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import re
 import subprocess
 import sys
@@ -80,7 +81,9 @@ def main() -> int:
     peak, stop = [0.0], threading.Event()
     t0 = time.perf_counter()
     with open(work / "run.log", "w") as out:
-        proc = subprocess.Popen(cmd, cwd=work, stdout=out, stderr=subprocess.STDOUT)
+        # the stages run as `python -m ...`: this interpreter's environment first on PATH, as `make run` has it
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
         sampler = threading.Thread(target=sample_tree_rss, args=(proc, peak, stop), daemon=True)
         sampler.start()
         code = proc.wait()

@@ -48,10 +48,20 @@ def background_from_cue(cue: np.ndarray) -> np.ndarray:
     return 1.0 - fg
 
 
+def background_from_saliency(saliency: np.ndarray) -> np.ndarray:
+    """B = 1 - S from the saliency network's soft H x W map S in [0, 1] (read with c2am.artifacts.load_map);
+    the dtype is kept."""
+    saliency = np.asarray(saliency)
+    if saliency.ndim != 2:
+        raise ValueError(f"saliency must be an H x W map, got shape {saliency.shape}")
+    return 1.0 - saliency
+
+
 def refine_labels(cams: np.ndarray, classes: Sequence[int], background) -> np.ndarray:
     """H x W uint8 labels = class of argmax over [background, cams...]; ties go to background.
 
-    ``background``: a scalar (the tau baseline) or an H x W array (e.g. :func:`background_from_cue`).
+    ``background``: a scalar (the tau baseline) or an H x W array (:func:`background_from_cue`,
+    :func:`background_from_saliency`).
     With no classes (K = 0) every pixel is background.
     """
     cams, classes = check_cams(cams, classes)

@@ -7,7 +7,15 @@ import pytest
 
 from c2am.data.voc import Manifest
 from c2am.io import InputError, load_label_png, save_gray_png, save_jpeg, save_label_png, save_npy, save_npz
-from c2am.refine import background_from_cue, colour_regions, refine_labels, refine_sweep, robust_labels, tau_grid
+from c2am.refine import (
+    background_from_cue,
+    background_from_saliency,
+    colour_regions,
+    refine_labels,
+    refine_sweep,
+    robust_labels,
+    tau_grid,
+)
 from c2am.stages import crf_labels, eval_pseudo, refine_cams
 from c2am.stages import robust_labels as robust
 from c2am.crf import crf_present_labels, mark_disagreement
@@ -53,6 +61,19 @@ def test_no_classes_gives_all_background():
 
 def test_soft_cue_background_score():
     np.testing.assert_allclose(background_from_cue(np.array([[0, 51, 255]], np.uint8)), [[1.0, 0.8, 0.0]])
+
+
+def test_saliency_background_score():
+    s = np.array([[0.0, 0.25, 1.0]], np.float32)
+    b = background_from_saliency(s)
+    assert b.dtype == np.float32
+    np.testing.assert_array_equal(b, [[1.0, 0.75, 0.0]])
+    # B = 1 - S: a salient pixel (S 0.75) goes to its CAM (0.5 > 0.25), a non-salient one (S 0.25) stays background
+    cams = np.full((1, 1, 2), 0.5, np.float32)
+    labels = refine_labels(cams, [4], background_from_saliency(np.array([[0.75, 0.25]], np.float32)))
+    np.testing.assert_array_equal(labels, [[4, 0]])
+    with pytest.raises(ValueError, match="H x W"):
+        background_from_saliency(np.zeros((1, 2, 3)))
 
 
 def test_refine_rejects_mismatched_classes():

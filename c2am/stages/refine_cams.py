@@ -22,7 +22,7 @@ from c2am import defaults
 from c2am.artifacts import load_cams, load_cue, load_map, require_files, save_labels
 from c2am.data.voc import Manifest
 from c2am.parallel import map_items
-from c2am.refine import background_from_cue, refine_labels
+from c2am.refine import background_from_cue, background_from_saliency, refine_labels
 from c2am.runtime import run_stage, set_threads
 from c2am.shards import add_shard_arg, select_shard
 
@@ -50,7 +50,7 @@ def background_of(image_id: str, size: tuple[int, int], args: argparse.Namespace
     if args.cues_dir is not None:
         return background_from_cue(load_cue(args.cues_dir / f"{image_id}.png", size))
     if args.saliency_dir is not None:
-        return 1.0 - load_map(args.saliency_dir / f"{image_id}.npy", size)
+        return background_from_saliency(load_map(args.saliency_dir / f"{image_id}.npy", size))
     return args.fixed_tau
 
 

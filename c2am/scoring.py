@@ -1,4 +1,5 @@
-"""Scoring label maps against GT masks: a folder of predictions, the CAM-only tau sweep, and the scores' forms.
+"""Scoring against GT masks: a folder of label maps, the CAM-only tau sweep, the scores' forms, and the C2AM
+maps and cues' foreground scores (:func:`score_c2am`).
 
 Used by every evaluation stage (pseudo masks on ``pseudo_eval``, DeepLab predictions on ``val``). A prediction
 is ``<dir>/<id>.png`` holding class indices or IGNORE; IGNORE in a prediction means "uncertain" and counts as a
@@ -8,15 +9,18 @@ miss for the pixel's GT class (:class:`c2am.metrics.ConfusionMatrix`); IGNORE in
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from c2am.artifacts import load_cams, load_cue, load_labels
+from c2am.artifacts import load_cams, load_cue, load_labels, load_map
+from c2am.cues import cue_for_image
 from c2am.io import InputError
-from c2am.metrics import ConfusionMatrix, DistractorShare
+from c2am.metrics import BinaryAUC, BinaryIoU, ConfusionMatrix, DistractorShare
 from c2am.parallel import map_items
 from c2am.refine import refine_sweep
+from c2am.thresholds import image_threshold, map_histogram, otsu_from_histogram
 
 CHUNK_IMAGES = 16  # images per worker task: the manifest is pickled once per task, not once per image
 MAX_LISTED = 3  # missing files named in the error message
@@ -115,6 +119,94 @@ def sweep_confusions(manifest, split: str, cams_dir: Path, taus: list[float], th
         cm.counts += counts
         out.append(cm)
     return out
+
+
+# ----------------------------------------------------------------------------- C2AM maps and cues (eval_c2am)
+
+MAP_AUC_BINS = 1024
+# Thresholds of the oracle sweep of the raw map (IoU from the AUC histograms, so the sweep is free).
+MAP_SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
+
+
+def _c2am_image(image_id: str, manifest, maps_dir: Path, cues_dir: Path, record: dict, fixed: float) -> dict:
+    """Per-image streaming counts (merged by the caller): AUC histograms and IoU counts of each variant."""
+    gt = manifest.load_mask(image_id)
+    fmap = load_map(maps_dir / f"{image_id}.npy", gt.shape)
+    cue = load_cue(cues_dir / f"{image_id}.png", gt.shape)
+    t_used = image_threshold(record, fmap)
+    t_image = otsu_from_histogram(map_histogram(fmap))
+    return {
+        "auc": BinaryAUC(MAP_AUC_BINS).update_from_mask(fmap, gt),
+        "map_used": BinaryIoU().update(fmap > t_used, gt),
+        "cue_used": BinaryIoU().update(cue, gt),
+        "map_fixed": BinaryIoU().update(fmap > fixed, gt),
+        "map_otsu_image": BinaryIoU().update(fmap > t_image, gt),
+        "cue_share": float(cue.mean()),
+        "map_mean": float(fmap.mean()),
+    }
+
+
+def _crf_cue_iou_image(image_id: str, manifest, maps_dir: Path, threshold: float, crf: dict) -> BinaryIoU:
+    """IoU counts of the CRF cue at a given fixed threshold (for the fixed-t and oracle lines)."""
+    record = {"method": "fixed", "threshold": threshold}
+    cue = cue_for_image(manifest, image_id, maps_dir, record, crf)
+    return BinaryIoU().update(cue, manifest.load_mask(image_id))
+
+
+def _merged(items: list, key: str):
+    total = items[0][key]
+    for item in items[1:]:
+        total.merge(item[key])
+    return total
+
+
+def crf_cue_iou(ids, manifest, maps_dir, threshold, crf, threads, desc) -> float:
+    """Foreground IoU over ``ids`` of the CRF cues (``crf``: c2am.crf.crf_args) at a fixed map threshold."""
+    fn = partial(_crf_cue_iou_image, manifest=manifest, maps_dir=maps_dir, threshold=threshold, crf=crf)
+    parts = map_items(fn, ids, threads=threads, desc=desc)
+    total = parts[0]
+    for part in parts[1:]:
+        total.merge(part)
+    return total.compute()
+
+
+def score_c2am(manifest, split: str, maps_dir, cues_dir, record: dict, fixed_threshold: float, crf: dict,
+               threads: int = 1, oracle_cues: bool = False) -> dict:
+    """Foreground scores of the C2AM maps and cues against the GT of the split's images that have a mask.
+
+    ``record``: the cue stage's threshold record (checked); ``fixed_threshold``: the paper's t, scored beside;
+    ``crf``: the cue CRF's settings for the CRF cues at fixed t and (``oracle_cues``) at the oracle threshold.
+    The oracle threshold is the best map threshold of :data:`MAP_SWEEP` on this very split (chosen with GT).
+    """
+    maps_dir, cues_dir = Path(maps_dir), Path(cues_dir)
+    ids = manifest.require_gt_ids(split)  # the images with a GT mask (all, unless a folder dataset's subset)
+    fn = partial(_c2am_image, manifest=manifest, maps_dir=maps_dir, cues_dir=cues_dir, record=record,
+                 fixed=fixed_threshold)
+    per_image = map_items(fn, ids, threads=threads, desc="score c2am")
+    auc = _merged(per_image, "auc")
+    sweep = {t: auc.iou_at(t) for t in MAP_SWEEP}
+    oracle_t = max(sweep, key=sweep.get)
+    scores = {
+        "map_fg_iou": _merged(per_image, "map_used").compute(),
+        "cue_fg_iou": _merged(per_image, "cue_used").compute(),
+        "map_auc": auc.compute(),
+        "method": record["method"],
+        "threshold": record.get("threshold"),
+        "fixed_threshold": fixed_threshold,
+        "map_fg_iou_fixed": _merged(per_image, "map_fixed").compute(),
+        "cue_fg_iou_fixed": crf_cue_iou(ids, manifest, maps_dir, fixed_threshold, crf, threads, "cues fixed t"),
+        "map_fg_iou_otsu_image": _merged(per_image, "map_otsu_image").compute(),
+        "map_mean": float(np.mean([p["map_mean"] for p in per_image])),
+        "cue_fg_share": float(np.mean([p["cue_share"] for p in per_image])),
+        "gt_fg_share": float(auc.pos.sum() / (auc.pos.sum() + auc.neg.sum())),
+        "oracle_threshold": oracle_t,
+        "oracle_map_fg_iou": sweep[oracle_t],
+        "oracle_sweep": {f"{t:.2f}": v for t, v in sweep.items()},
+        "oracle_cue_fg_iou": None,
+    }
+    if oracle_cues:
+        scores["oracle_cue_fg_iou"] = crf_cue_iou(ids, manifest, maps_dir, oracle_t, crf, threads, "cues oracle t")
+    return scores
 
 
 def percent(x: float) -> float | None:

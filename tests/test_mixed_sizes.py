@@ -168,7 +168,7 @@ def check_real_settings(work) -> None:
     assert "prefix 'module.encoder_q.'" in log
     assert re.search(r"matched (\d+) of \1 trunk tensors \(4 classifier/head tensors dropped", log), log[-2000:]
     infer = (work / "logs/infer_deeplab_cam_cues_crf.log").read_text()
-    assert "scales [0.5, 0.75, 1.0, 1.25, 1.5], flip True, crf True" in infer
+    assert "scales [0.5, 0.75, 1.0, 1.25, 1.5] of the native size, flip True, crf True" in infer
 
 
 def test_voc_layout_of_mixed_sizes(voc_run):

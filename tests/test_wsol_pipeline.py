@@ -11,6 +11,7 @@ from c2am.artifacts import load_boxes
 from c2am.data.voc import Manifest
 from c2am.io import load_checkpoint
 from c2am.summary import summarize
+from tests import configs
 from tests.conftest import ROOT, job_counts, snakemake, stage_commands
 
 TRAINING_STAGES = {"train_c2am", "train_classifier", "train_localizer"}
@@ -30,8 +31,7 @@ def wsol_tiny(config: dict) -> None:
 @pytest.fixture(scope="module")
 def wsol_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("wsol")
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    config.update(yaml.safe_load((ROOT / "config" / "wsol.yaml").read_text()))
+    config = configs.merged("wsol.yaml")  # as Snakemake merges it: key by key
     wsol_tiny(config)
     path = work / "tiny_wsol.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -55,6 +55,21 @@ def test_lite0_trunk_shapes_and_stride():
     assert g3.shape == (2, 112, 5, 4) and g4.shape == (2, 320, 5, 4)
 
 
+@pytest.mark.parametrize("name, channels", [("lite0", (24, 40, 112, 320)), ("resnet50", (256, 512, 1024, 2048))])
+def test_four_level_trunk_is_the_same_network_with_finer_levels(name, channels):
+    two, four = build_trunk(name, "none").eval(), build_trunk(name, "none", levels=4).eval()
+    assert four.channels == channels and four.strides == (4, 8, 16, 16) and two.strides == (16, 16)
+    assert list(four.state_dict()) == list(two.state_dict())  # one checkpoint format whatever the levels
+    four.load_state_dict(two.state_dict())
+    x = torch.rand(2, 3, 72, 40)  # not a multiple of 16 either way
+    with torch.no_grad():
+        levels, (f3, f4) = four(x), two(x)
+    assert [tuple(f.shape[-2:]) for f in levels] == [(18, 10), (9, 5), (5, 3), (5, 3)]
+    assert torch.allclose(levels[2], f3) and torch.allclose(levels[3], f4)
+    with pytest.raises(ValueError, match="levels"):
+        build_trunk(name, "none", levels=1)
+
+
 def test_lite0_trunk_loads_packaged_weights(caplog):
     packaged = torch.load(backbone.lite0_weights_path(), map_location="cpu", weights_only=True)
     with caplog.at_level(logging.INFO, logger="c2am"):

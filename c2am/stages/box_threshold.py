@@ -23,8 +23,8 @@ from c2am.wsol_boxes import parse_box_threshold, resolve_box_threshold
 log = logging.getLogger("c2am.box_threshold")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.box_threshold", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.box_threshold", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--tau", help="val (best GT-known on the held-out val split), otsu / otsu3 (train maps, no GT) "
                                  "or a number in (0, 1)")
@@ -36,7 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "wsol.boxes")
     defaults.apply(p, "wsol.eval", exclude=("iou_thresholds",))
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     args.tau = parse_box_threshold(args.tau)
     return args
 

@@ -35,8 +35,8 @@ log = logging.getLogger("c2am.c2am_boxes")
 SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.c2am_boxes", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.c2am_boxes", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--maps-dir", required=True)
@@ -45,7 +45,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-txt", required=True, help="report; first line gt_known_loc: 0.xxxx")
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "c2am.boxes")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     args.tau = parse_threshold(str(args.tau), "--tau", methods=DATASET_METHODS)
     return args
 

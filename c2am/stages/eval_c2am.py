@@ -27,8 +27,8 @@ from c2am.thresholds import check_record
 
 log = logging.getLogger("c2am.eval_c2am")
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.eval_c2am", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.eval_c2am", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train", help="split role scored (its GT masks are read here only)")
     p.add_argument("--maps-dir", required=True)
@@ -42,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_crf_args(p)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "c2am.cues", exclude=("threshold",))
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def format_report(s: dict) -> str:

@@ -30,8 +30,8 @@ from c2am.wsol_report import format_report, score_maps, score_source
 log = logging.getLogger("c2am.eval_wsol")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.eval_wsol", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.eval_wsol", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--gt", type=Path, required=True, help="WSOL GT file (prepare_wsol)")
     p.add_argument("--split", default="test", help="the scored split")
@@ -48,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "wsol.eval")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if not args.iou_thresholds or any(not 0 < d < 1 for d in args.iou_thresholds):
         raise InputError(f"--iou-thresholds: each must lie in (0, 1), got {args.iou_thresholds}")
     return args

@@ -49,7 +49,7 @@ CRF_CHUNK = 64  # images whose probabilities wait for the CRF at once (bounds me
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.predict", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.predict", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset): the class names")
     p.add_argument("--checkpoint", required=True, help="train_deeplab checkpoint")
     p.add_argument("--images", help="folder of new images (config predict.images)")

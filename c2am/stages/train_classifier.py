@@ -31,8 +31,8 @@ from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd,
 log = logging.getLogger("c2am.train_classifier")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_classifier", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.train_classifier", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train", help="split role to train on")
     p.add_argument("--val-split", default="val", help="split role scored after training")
@@ -48,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults.apply(p, "classifier", exclude=("train", "infer"))
     defaults.apply(p, "classifier.train")
     defaults.apply(p, "seed")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def classification_step(model: nn.Module, batch):

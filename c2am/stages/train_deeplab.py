@@ -39,7 +39,7 @@ log = logging.getLogger("c2am.train_deeplab")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_deeplab", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.train_deeplab", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", default="train", help="split role to train on")
     source = p.add_mutually_exclusive_group(required=True)

@@ -38,7 +38,7 @@ log = logging.getLogger("c2am.train_saliency")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_saliency", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.train_saliency", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", default="train", help="split role to train on")
     p.add_argument("--cues-dir", required=True, help="folder of cue PNGs from extract_cues (<id>.png, 255 = foreground)")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2am import defaults
 from c2am.artifacts import load_boxes, load_cams, load_cue, load_map
 from c2am.data.voc import Manifest
 from c2am.figures import (
@@ -67,7 +68,7 @@ def named_path(text: str) -> tuple[str, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.visualize", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.visualize", __doc__)
     p.add_argument("--manifest", type=Path, required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--maps-dir", type=Path, required=True, help="C2AM maps <id>.npy (infer_c2am)")
     p.add_argument("--cues-dir", type=Path, required=True, help="cues <id>.png, 255 = foreground (extract_cues)")

@@ -20,8 +20,8 @@ from c2am.runtime import run_stage
 from c2am.wsol_report import wsol_boxes_figure
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.wsol_figures", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.wsol_figures", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--gt", type=Path, required=True)
     p.add_argument("--split", default="test")
@@ -32,7 +32,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int)
     p.add_argument("--out", type=Path, required=True, help="PNG")
     defaults.apply(p, "seed")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> None:

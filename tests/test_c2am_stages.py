@@ -169,7 +169,7 @@ def test_maps_cues_report_and_boxes(tiny, trained, tmp_path):
     assert any(line.startswith("oracle") for line in lines[3:])
 
     boxes_json, boxes_txt = tmp_path / "boxes.json", tmp_path / "boxes.txt"
-    c2am_boxes.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--tau", "0.5",
+    c2am_boxes.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--threshold", "0.5",
                      "--out-json", str(boxes_json), "--out-txt", str(boxes_txt), "--threads", "1"])
     assert re.fullmatch(r"gt_known_loc: [01]\.\d{4}", boxes_txt.read_text().splitlines()[0])
     boxes = json.loads(boxes_json.read_text())

@@ -104,20 +104,20 @@ def test_config_values_are_converted_by_the_flag_type(monkeypatch):
     """YAML gives ints, lists of ints, bools and nulls where a flag types floats; argparse converts only string
     defaults, so these must come out of defaults.apply with the flag's type, as if typed on the command line."""
     monkeypatch.setattr(defaults, "default_config", lambda: {
-        "net": {"head_lr_mult": 10, "scales": [1, 2], "epochs": 3.0, "flip": True, "tau": None, "name": "lite0"}})
+        "net": {"head_lr_mult": 10, "scales": [1, 2], "epochs": 3.0, "flip": True, "threshold": None, "name": "lite0"}})
     parser = argparse.ArgumentParser(prog="stage")
     parser.add_argument("--head-lr-mult", type=float)
     parser.add_argument("--scales", type=float, nargs="+")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction)
-    parser.add_argument("--tau", type=float)
+    parser.add_argument("--threshold", type=float)
     parser.add_argument("--name")
     defaults.apply(parser, "net")
     args = parser.parse_args([])
     assert type(args.head_lr_mult) is float and args.head_lr_mult == 10.0
     assert args.scales == [1.0, 2.0] and [type(s) for s in args.scales] == [float, float]
     assert type(args.epochs) is int and args.epochs == 3
-    assert args.flip is True and args.tau is None and args.name == "lite0"
+    assert args.flip is True and args.threshold is None and args.name == "lite0"
 
 
 # ----------------------------------------------------------------------------- the WSOL DAG (config/wsol.yaml)

@@ -85,7 +85,7 @@ rule wsol_infer_c2am:
         " --checkpoint {input.model} --out-dir {output.maps} {params.infer} --threads {threads} 2> {log}"
 
 
-# One map threshold for every class-agnostic box: chosen on the held-out val split (tau: val), never on test.
+# One map threshold for every class-agnostic box: chosen on the held-out val split (threshold: val), never on test.
 rule box_threshold:
     input:
         unpack(wsol_threshold_inputs),
@@ -102,11 +102,11 @@ rule box_threshold:
     resources:
         **rule_resources("box_threshold"),
     params:
-        tau=flags(WSOL["boxes"]),
+        threshold=flags(WSOL["boxes"]),
         grid=flags(WSOL["eval"], exclude=("iou_thresholds",)),
         inputs=wsol_threshold_flags,
     shell:
-        "python -m c2am.stages.box_threshold --manifest {input.manifest} {params.tau} {params.grid}"
+        "python -m c2am.stages.box_threshold --manifest {input.manifest} {params.threshold} {params.grid}"
         " {params.inputs} --out {output} --threads {threads} 2> {log}"
 
 

@@ -19,7 +19,7 @@ from tests.test_workflow import snakemake
 
 # Not settings of the computation: the rule's threads (a resource), and which inputs the job reads.
 NOT_HYPERPARAMETERS = {"threads", "gt_labels", "labels_dir", "compare_dir", "variant", "train_log", "score_txt",
-                       "pseudo_json", "val_json", "full_json", "cues_dir", "saliency_dir", "labels", "distractor_dir"}
+                       "pseudo_json", "val_json", "full_json", "cues_dir", "saliency_dir", "distractor_dir"}
 
 
 def stage_parser(module) -> argparse.ArgumentParser:

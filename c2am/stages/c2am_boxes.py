@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="train")
     p.add_argument("--maps-dir", required=True)
     p.add_argument("--threshold", help="otsu / otsu3 (from the maps, no GT) or a number in (0, 1)")
-    p.add_argument("--out-json", required=True, help="image id -> [x1, y1, x2, y2] or null")
+    p.add_argument("--out", required=True, help="image id -> [x1, y1, x2, y2] or null")
     p.add_argument("--out-txt", required=True, help="report; first line gt_known_loc: 0.xxxx")
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "c2am.boxes")
@@ -98,7 +98,7 @@ def main(argv=None) -> dict:
     acc = float(np.mean([h[0] for h in hits])) if hits else None
     sweep = {t: float(np.mean([h[k + 1] for h in hits])) for k, t in enumerate(SWEEP)} if hits else {}
     empty = sum(b is None for b in boxes.values())
-    save_boxes(args.out_json, boxes)
+    save_boxes(args.out, boxes)
     text = format_report(acc, tau, method, len(ids), empty, sweep, scored=len(hits))
     save_text(args.out_txt, text)
     sys.stderr.write(text)

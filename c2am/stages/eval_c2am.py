@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fixed-threshold", type=float, help="the paper's fixed t, reported beside")
     p.add_argument("--oracle-cues", action=argparse.BooleanOptionalAction, default=False,
                    help="also run the CRF at the oracle map threshold (one more CRF pass)")
-    p.add_argument("--out", required=True, help="text report")
+    p.add_argument("--out-txt", required=True, help="text report")
     p.add_argument("--out-json", default=None, help="optional: the same figures as JSON")
     add_crf_args(p)
     p.add_argument("--threads", type=int, default=1)
@@ -77,7 +77,7 @@ def main(argv=None) -> dict:
     scores = score_c2am(manifest, args.split, args.maps_dir, args.cues_dir, record, args.fixed_threshold,
                         crf_args(args), threads=args.threads, oracle_cues=args.oracle_cues)
     text = format_report(scores)
-    save_text(args.out, text)
+    save_text(args.out_txt, text)
     if args.out_json:
         save_json(args.out_json, scores)
     sys.stderr.write(text)

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out-split", default="val", help="the split whose GT boxes choose the map thresholds")
     p.add_argument("--localizer-boxes", type=Path, required=True)
     p.add_argument("--c2am-boxes", type=Path, required=True)
-    p.add_argument("--box-threshold", type=Path, required=True, help="record of box_threshold")
+    p.add_argument("--threshold-json", type=Path, required=True, help="record of box_threshold")
     p.add_argument("--class-scores", type=Path, required=True, help="infer_classes output for the scored split")
     p.add_argument("--maps-dir", type=Path, required=True, help="C2AM maps of the scored split")
     p.add_argument("--held-out-maps", type=Path, required=True, help="C2AM maps of the held-out split")
@@ -107,8 +107,8 @@ def main(argv=None) -> dict:
     scores = class_scores(args.class_scores, ids, manifest.classes[1:])
     deltas = tuple(args.iou_thresholds)
     taus = threshold_grid(args.cam_curve_interval)
-    record = load_json(args.box_threshold)
-    check_box_record(record, args.box_threshold)
+    record = load_json(args.threshold_json)
+    check_box_record(record, args.threshold_json)
 
     result = {
         "split": args.split, "held_out_split": args.held_out_split, "num_classes": k,

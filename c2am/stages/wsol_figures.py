@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--localizer-boxes", type=Path, required=True)
     p.add_argument("--c2am-boxes", type=Path, required=True)
     p.add_argument("--class-scores", type=Path, required=True)
-    p.add_argument("--images", type=int, default=12, help="test images shown")
+    p.add_argument("--n-images", type=int, default=12, help="test images shown")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", type=Path, required=True, help="PNG")
     defaults.apply(p, "seed")
@@ -42,7 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     manifest = Manifest.load(args.manifest)
-    ids = sample_ids(manifest.ids(args.split), args.images, args.seed)
+    ids = sample_ids(manifest.ids(args.split), args.n_images, args.seed)
     localizer, c2am = load_boxes(args.localizer_boxes), load_boxes(args.c2am_boxes)
     scores = load_json(args.class_scores).get("scores", {})
     for name, table, path in (("localizer", localizer, args.localizer_boxes), ("C2AM", c2am, args.c2am_boxes),

@@ -74,11 +74,11 @@ rule visualize:
     params:
         seed=SEED,
         scores=score_flags,
-        labels=" ".join(f"--labels {v}=artifacts/pseudo/{v}" for v in GRID_VARIANTS),
+        variants=" ".join(f"--variant {v}=artifacts/pseudo/{v}" for v in GRID_VARIANTS),
     shell:
         "python -m c2am.stages.visualize --manifest {input.manifest} --maps-dir {input.maps} --cues-dir {input.cues}"
-        " --boxes-json {input.boxes} --cams-dir {input.cams} --saliency-dir {input.saliency}"
-        " {params.labels} --pred-dir {input.pred}"
+        " --c2am-boxes {input.boxes} --cams-dir {input.cams} --saliency-dir {input.saliency}"
+        " {params.variants} --pred-dir {input.pred}"
         " --train-log c2am={input.log_c2am} --train-log classifier={input.log_classifier}"
         " --train-log saliency={input.log_saliency} --train-log deeplab={input.log_deeplab}"
         " {params.scores} --out-tables {output.tables}"

@@ -236,7 +236,7 @@ rule wsol_train_classifier:
         train=flags(config["classifier"]["train"]),
     shell:
         "python -m c2am.stages.train_classifier --manifest {input.manifest} --split train --val-split val"
-        " --out {output.model} --log-csv {output.log_csv} --report {output.report}"
+        " --out {output.model} --log-csv {output.log_csv} --out-txt {output.report}"
         " {params.net} {params.train} --seed {params.seed} --threads {threads} 2> {log}"
 
 
@@ -293,7 +293,7 @@ rule eval_wsol:
     shell:
         "python -m c2am.stages.eval_wsol --manifest {input.manifest} --gt {input.gt} --split test"
         " --held-out-split val --localizer-boxes {input.localizer} --c2am-boxes {input.c2am}"
-        " --box-threshold {input.threshold} --class-scores {input.scores} --maps-dir {input.maps}"
+        " --threshold-json {input.threshold} --class-scores {input.scores} --maps-dir {input.maps}"
         " --held-out-maps {input.val_maps} {params.eval} --out-txt {output.txt} --out-json {output.json}"
         " --threads {threads} 2> {log}"
 

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="folder of new images (config predict.images)")
     p.add_argument("--out-masks", required=True, help="folder for <id>.png palette masks")
     p.add_argument("--out-overlays", required=True, help="folder for <id>.jpg overlays with the class legend")
-    add_inference_args(p)
+    add_inference_args(p, shard=False)  # a folder of new images, not a split: not sharded
     add_scale_reference_arg(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add horizontal flips")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, help="dense CRF on the softmax")

@@ -93,8 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--out-{name}", type=Path, required=True, help="PNG to write")
     p.add_argument("--out-tables", type=Path, required=True, help="HTML page of metric tables to write")
     p.add_argument("--seed", type=int, default=0, help="drives the image sample")
-    p.add_argument("--threads", type=int, default=1, help="accepted for uniformity; drawing is single-threaded")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="accepted; runs on the CPU")
     return p
 
 

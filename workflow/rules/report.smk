@@ -84,4 +84,4 @@ rule visualize:
         " {params.scores} --out-tables {output.tables}"
         " --out-grid-train {output.grid_train} --out-grid-val {output.grid_val} --out-boxes {output.boxes}"
         " --out-loss {output.loss} --out-tau {output.tau} --out-iou-pseudo {output.iou_pseudo}"
-        " --out-iou-val {output.iou_val} --seed {params.seed} --threads {threads} 2> {log}"
+        " --out-iou-val {output.iou_val} --seed {params.seed} 2> {log}"

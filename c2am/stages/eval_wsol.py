@@ -1,4 +1,4 @@
-"""WSOL scores on the test split for both box sources: the localizer and the C2AM map (docs/method.md §10).
+"""WSOL: scores on the test split for both box sources: the localizer and the C2AM map (docs/method.md §10).
 
 GT-known, top-1 / top-5 localisation (class among the classifier's top k and IoU >= 0.5), top-1 / top-5
 classification and MaxBoxAccV2 (IoU 0.3 / 0.5 / 0.7) of the localizer's boxes and of the C2AM boxes; for the

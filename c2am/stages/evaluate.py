@@ -1,4 +1,4 @@
-"""Score predicted label PNGs against the GT masks of a split: mIoU and per-class IoU (c2am.scoring).
+"""Stage 11: score predicted label PNGs against the GT masks of a split: mIoU and per-class IoU (c2am.scoring).
 
 Outputs (written atomically):
 

@@ -1,4 +1,4 @@
-"""Step 4b: soft saliency maps from a trained saliency network (docs/method.md §4).
+"""Stage 3d: soft saliency maps from a trained saliency network (docs/method.md §4).
 
 Per image: S = sigmoid(logit), averaged over ``--scales`` (and their horizontal flips with ``--flip``) at the
 image's size, in [0, 1] and not max-normalised. Written as ``<id>.npy`` float16 maps (c2am.artifacts.save_map,

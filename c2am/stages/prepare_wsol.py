@@ -1,4 +1,4 @@
-"""WSOL stage 0: generate the embedded WSOL dataset (CUB layout), or validate a CUB / wsolevaluation one.
+"""WSOL: generate the embedded WSOL dataset (CUB layout), or validate a CUB / wsolevaluation one.
 
 Writes the manifest (split roles train / val / test, one class per image) that the reused training and
 inference stages read, and the GT file (boxes and image sizes) that only the scoring stages read

@@ -1,4 +1,4 @@
-"""Step 4: train the class-agnostic saliency network on the CRF background cues (docs/method.md §4), no labels.
+"""Stage 3c: train the class-agnostic saliency network on the CRF background cues (docs/method.md §4), no labels.
 
 The cues of extract_cues (``<id>.png``, 255 = foreground) are the pseudo ground truth: binary cross-entropy per
 pixel, pixels padded by the crop (255) ignored. No GT mask and no image-level label is read. SGD with a 10x head

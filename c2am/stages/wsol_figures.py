@@ -1,4 +1,4 @@
-"""WSOL figure for the report: sampled test images with the GT box, the C2AM box and the localizer box.
+"""WSOL: the figure for the report, sampled test images with the GT box, the C2AM box and the localizer box.
 
 Each panel is titled with the IoU of the C2AM and the localizer box against the GT box and the classifier's
 top-1 class (✓ when right). The sample is ``random.Random(seed).sample`` of the test ids, shown in id order.

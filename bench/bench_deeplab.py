@@ -1,6 +1,6 @@
 """Training and inference throughput of the final DeepLab at the default settings.
 
-    python bench/bench_deeplab.py [--threads 2] [--model lite0_deeplabhead] [--size 128] [--batch-size 16]
+    python bench/bench_deeplab.py [--threads 2] [--backbone lite0_deeplabhead] [--size 128] [--batch-size 16]
                                   [--steps 6] [--images 40] [--scales 1.0] [--flip] [--device cpu]
 
 - training: images/s of full SGD steps (forward, cross-entropy with 255-ignored pixels, backward, update) on
@@ -70,7 +70,7 @@ def bench_inference(model, args, device) -> tuple[float, float]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="lite0_deeplabhead", choices=MODEL_NAMES)
+    p.add_argument("--backbone", default="lite0_deeplabhead", choices=MODEL_NAMES)
     p.add_argument("--classes", type=int, default=7)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
@@ -84,11 +84,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = build_deeplab(args.model, args.classes, "none").to(device)
+    model = build_deeplab(args.backbone, args.classes, "none").to(device)
 
     wall, cpu = bench_training(model, args, device)
     n = args.steps * args.batch_size
-    print(f"{args.model} on {device}, {args.threads} threads, {args.size} px")
+    print(f"{args.backbone} on {device}, {args.threads} threads, {args.size} px")
     print(f"training  (batch {args.batch_size}): {n / wall:6.1f} images/s wall, {n / cpu:6.1f} images per CPU-second")
     wall, cpu = bench_inference(model, args, device)
     n = args.images

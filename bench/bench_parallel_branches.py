@@ -36,7 +36,7 @@ def stage_commands(work: Path, threads: int, epochs: int, config: dict) -> list[
          "--resize", str(c2am["resize"]), "--crop", str(c2am["crop"])],
         [sys.executable, "-m", "c2am.stages.train_classifier", *common, "--val-split", "val",
          "--out", str(work / f"cls{threads}.pt"), "--log-csv", str(work / "cls.csv"),
-         "--report", str(work / "cls.txt"), "--batch-size", str(cls["batch_size"]), "--crop", str(cls["crop"])],
+         "--out-txt", str(work / "cls.txt"), "--batch-size", str(cls["batch_size"]), "--crop", str(cls["crop"])],
     ]
 
 

@@ -9,6 +9,7 @@ silently (tests/test_defaults.py compares every rule's command with the stage's 
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 from pathlib import Path
 
@@ -56,6 +57,34 @@ def _typed(action: argparse.Action, item):
     if isinstance(item, list):
         return [action.type(v) for v in item]
     return action.type(item)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, i.e. the value the DAG passes (set by :func:`apply`), options
+    without a help text included; required options and those without a default (None, or [] for a repeatable
+    one) show none."""
+
+    @staticmethod
+    def _has_default(action: argparse.Action) -> bool:
+        return not action.required and action.default not in (None, [], argparse.SUPPRESS)
+
+    def _format_action(self, action):
+        if action.help is None and action.option_strings and self._has_default(action):
+            action = copy.copy(action)
+            action.help = "(default: %(default)s)"
+        return super()._format_action(action)
+
+    def _get_help_string(self, action):
+        if not self._has_default(action):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def stage_parser(module: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of stage ``module`` (``c2am.stages.<stage>``): its docstring's first paragraph as description,
+    each option's default in ``--help``."""
+    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0],
+                                   formatter_class=HelpFormatter)
 
 
 def apply(parser: argparse.ArgumentParser, key: str, exclude=(), rename: dict | None = None) -> None:

@@ -1,6 +1,6 @@
 """Map thresholds chosen without GT: Otsu variants over a split's maps, or a fixed number (docs/method.md §4).
 
-A threshold *spec* is what a user writes (config ``c2am.cues.threshold``, ``c2am.boxes.tau``):
+A threshold *spec* is what a user writes (config ``c2am.cues.threshold``, ``c2am.boxes.threshold``):
 
 - ``otsu``: Otsu's method on the histogram of ALL map values of the split (one threshold for the dataset);
 - ``otsu3``: the upper edge of a three-class Otsu split of that histogram. The maps are stride-16 activations

@@ -5,7 +5,7 @@ and binarised at 8 bits as in c2am.wsol_metrics (``uint8(255 s) > int(255 tau)``
 training image (what the localizer learns from) and the C2AM box of a test image (scored beside the
 localizer's). A map with no pixel above tau (only a constant map, after normalisation) has no box: ``None``.
 
-The threshold spec (config ``wsol.boxes.tau``):
+The threshold spec (config ``wsol.boxes.threshold``):
 
 - ``val``: the tau of the threshold grid with the best GT-known localisation of these boxes on the held-out
   ``val`` split (its GT boxes; never the test split's). The middle of a tie. This is the "train-fullsup" use
@@ -40,7 +40,7 @@ def pool_size(items: int, threads: int) -> int:
     return max(1, min(int(threads or 1), items // ITEMS_PER_WORKER))
 
 
-def parse_box_threshold(text: str, flag: str = "--tau") -> str | float:
+def parse_box_threshold(text: str, flag: str = "--threshold") -> str | float:
     return parse_threshold(str(text), flag, methods=BOX_METHODS)
 
 
@@ -64,7 +64,7 @@ def resolve_box_threshold(spec, map_paths: list[Path], gt_boxes: list | None, in
     """The record of ``spec`` over the maps of ``split`` (with ``gt_boxes``, one list per map, for ``val``)."""
     if spec == "val":
         if gt_boxes is None or len(gt_boxes) != len(map_paths):
-            raise InputError(f"--tau val: needs the GT boxes of every map of split '{split}'")
+            raise InputError(f"--threshold val: needs the GT boxes of every map of split '{split}'")
         taus = threshold_grid(interval)
         rows = map_items(partial(_gt_known_row_star, taus=taus), list(zip(map_paths, gt_boxes)),
                          threads=pool_size(len(map_paths), threads), desc="box threshold")

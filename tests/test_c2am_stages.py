@@ -161,7 +161,7 @@ def test_maps_cues_report_and_boxes(tiny, trained, tmp_path):
 
     report = tmp_path / "c2am_maps.txt"
     eval_c2am.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--cues-dir", str(cues),
-                    "--threshold-json", str(tmp_path / "t.json"), "--out", str(report), "--no-oracle-cues",
+                    "--threshold-json", str(tmp_path / "t.json"), "--out-txt", str(report), "--no-oracle-cues",
                     "--threads", "1"])
     lines = report.read_text().splitlines()
     for line, key in zip(lines[:3], ("map_fg_iou", "cue_fg_iou", "map_auc")):
@@ -169,8 +169,8 @@ def test_maps_cues_report_and_boxes(tiny, trained, tmp_path):
     assert any(line.startswith("oracle") for line in lines[3:])
 
     boxes_json, boxes_txt = tmp_path / "boxes.json", tmp_path / "boxes.txt"
-    c2am_boxes.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--tau", "0.5",
-                     "--out-json", str(boxes_json), "--out-txt", str(boxes_txt), "--threads", "1"])
+    c2am_boxes.main(["--manifest", str(tiny), "--maps-dir", str(maps), "--threshold", "0.5",
+                     "--out", str(boxes_json), "--out-txt", str(boxes_txt), "--threads", "1"])
     assert re.fullmatch(r"gt_known_loc: [01]\.\d{4}", boxes_txt.read_text().splitlines()[0])
     boxes = json.loads(boxes_json.read_text())
     assert len(boxes) == 8

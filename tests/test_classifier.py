@@ -112,7 +112,7 @@ def test_train_then_infer_cam_tiny(tiny_tree):
     out = t / "cls" / "model.pt"
     train_classifier.main([
         "--manifest", str(t / "manifest.json"), "--out", str(out), "--log-csv", str(t / "cls" / "log.csv"),
-        "--report", str(t / "cls" / "report.txt"), "--weights", "none", "--epochs", "1", "--batch-size", "2",
+        "--out-txt", str(t / "cls" / "report.txt"), "--weights", "none", "--epochs", "1", "--batch-size", "2",
         "--lr", "0.01", "--crop", "32", "--threads", "1", "--device", "cpu", "--seed", "0",
     ])
     meta = load_checkpoint(out, kind="classifier")["meta"]

@@ -178,4 +178,4 @@ def test_coco2014_config_on_a_coco_fixture_lists_the_whole_dag(tmp_path):
     assert "--kind coco --root data/coco" in result.stdout and "--label-dir artifacts/dataset/coco2014_labels" in \
         result.stdout
     assert "'traffic light'" in result.stdout  # class names with spaces reach the stage whole
-    assert "--backbone resnet50" in result.stdout and "--model deeplabv3_resnet101" in result.stdout
+    assert "--backbone resnet50" in result.stdout and "--backbone deeplabv3_resnet101" in result.stdout

@@ -53,10 +53,10 @@ def _get(config: dict, path: tuple):
 
 # What each file's header comment says it is, read back from the merged config.
 DOCUMENTED = {
-    "voc2012.yaml": {"dataset.kind": "voc", "c2am.backbone": "resnet50", "deeplab.model": "deeplabv3_resnet101",
+    "voc2012.yaml": {"dataset.kind": "voc", "c2am.backbone": "resnet50", "deeplab.backbone": "deeplabv3_resnet101",
                      "deeplab.labels": "cam_cues_crf", "deeplab.infer.scale_reference": "native",
                      "deeplab.train.warmup_iters": 0, "c2am.cues.crf.gt_prob": 0.7},
-    "coco2014.yaml": {"dataset.kind": "coco", "c2am.backbone": "resnet50", "deeplab.model": "deeplabv3_resnet101",
+    "coco2014.yaml": {"dataset.kind": "coco", "c2am.backbone": "resnet50", "deeplab.backbone": "deeplabv3_resnet101",
                       "deeplab.infer.scale_reference": "native"},
     "cub.yaml": {"wsol.dataset.kind": "cub", "c2am.backbone": "resnet50", "c2am.train.alpha": 0.75,
                  "c2am.train.batch_size": 16, "c2am.train.epochs": 20},

@@ -195,7 +195,7 @@ def tiny(tmp_path):
 def train_argv(t, *extra):
     return [
         "--manifest", str(t / "manifest.json"), "--out", str(t / "dl" / "model.pt"),
-        "--log-csv", str(t / "dl" / "log.csv"), "--weights-backbone", "none", "--epochs", "1",
+        "--log-csv", str(t / "dl" / "log.csv"), "--weights", "none", "--epochs", "1",
         "--batch-size", "2", "--lr", "0.01", "--crop", "32", "--scale-range", "0.9", "1.1",
         "--threads", "1", "--device", "cpu", "--seed", "0", *extra,
     ]

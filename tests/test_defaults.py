@@ -6,10 +6,12 @@ computes. The commands come from a dry run of the default config; each is parsed
 
 import argparse
 import importlib
+import pkgutil
 
 import pytest
 import yaml
 
+import c2am.stages
 from c2am import defaults
 from tests import configs
 from tests.conftest import ROOT, stage_commands
@@ -17,28 +19,38 @@ from tests.test_workflow import snakemake
 
 # Not settings of the computation: the rule's threads (a resource), and which inputs the job reads.
 NOT_HYPERPARAMETERS = {"threads", "gt_labels", "labels_dir", "compare_dir", "variant", "train_log", "score_txt",
-                       "pseudo_json", "val_json", "full_json", "cues_dir", "saliency_dir", "labels", "distractor_dir"}
+                       "pseudo_json", "val_json", "full_json", "cues_dir", "saliency_dir", "distractor_dir"}
 
 
 def stage_parser(module) -> argparse.ArgumentParser:
-    """The stage's parser, captured from its parse_args/build_parser without running it."""
-    if hasattr(module, "build_parser"):
-        return module.build_parser()
-    class Captured(Exception):
-        pass
+    return module.build_parser()
 
-    def capture(self, args=None, namespace=None):
-        raise Captured(self)
 
-    real = argparse.ArgumentParser.parse_args
-    argparse.ArgumentParser.parse_args = capture
-    try:
-        module.parse_args([])
-    except Captured as e:
-        return e.args[0]
-    finally:
-        argparse.ArgumentParser.parse_args = real
-    raise AssertionError(f"{module.__name__}.parse_args never parsed")
+STAGES = sorted(m.name for m in pkgutil.iter_modules(c2am.stages.__path__))
+
+
+def test_the_stages_are_found():
+    assert len(STAGES) >= 29 and {"train_c2am", "visualize", "gather_shards", "eval_wsol"} <= set(STAGES)
+
+
+@pytest.mark.parametrize("name", STAGES)
+def test_every_stage_has_build_parser_and_its_help_shows_the_defaults(name, capsys):
+    """Each stage's parser comes from its build_parser() (what main parses with: its --help is that parser's),
+    and --help shows every option's default, the value the DAG passes."""
+    module = importlib.import_module(f"c2am.stages.{name}")
+    assert callable(getattr(module, "build_parser", None)), f"c2am.stages.{name} has no build_parser()"
+    parser = module.build_parser()
+    assert isinstance(parser, argparse.ArgumentParser)
+    with pytest.raises(SystemExit) as done:
+        module.main(["--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown == parser.format_help(), f"{name}: main does not parse with build_parser()"
+    flat = " ".join(shown.split())
+    with_default = [a for a in parser._actions
+                    if a.option_strings and not a.required and a.default not in (None, [], argparse.SUPPRESS)]
+    missing = [a.option_strings[0] for a in with_default if f"(default: {a.default})" not in flat]
+    assert not missing, f"{name} --help shows no default for {missing}"
 
 
 @pytest.fixture(scope="module")
@@ -92,20 +104,20 @@ def test_config_values_are_converted_by_the_flag_type(monkeypatch):
     """YAML gives ints, lists of ints, bools and nulls where a flag types floats; argparse converts only string
     defaults, so these must come out of defaults.apply with the flag's type, as if typed on the command line."""
     monkeypatch.setattr(defaults, "default_config", lambda: {
-        "net": {"head_lr_mult": 10, "scales": [1, 2], "epochs": 3.0, "flip": True, "tau": None, "name": "lite0"}})
+        "net": {"head_lr_mult": 10, "scales": [1, 2], "epochs": 3.0, "flip": True, "threshold": None, "name": "lite0"}})
     parser = argparse.ArgumentParser(prog="stage")
     parser.add_argument("--head-lr-mult", type=float)
     parser.add_argument("--scales", type=float, nargs="+")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction)
-    parser.add_argument("--tau", type=float)
+    parser.add_argument("--threshold", type=float)
     parser.add_argument("--name")
     defaults.apply(parser, "net")
     args = parser.parse_args([])
     assert type(args.head_lr_mult) is float and args.head_lr_mult == 10.0
     assert args.scales == [1.0, 2.0] and [type(s) for s in args.scales] == [float, float]
     assert type(args.epochs) is int and args.epochs == 3
-    assert args.flip is True and args.tau is None and args.name == "lite0"
+    assert args.flip is True and args.threshold is None and args.name == "lite0"
 
 
 # ----------------------------------------------------------------------------- the WSOL DAG (config/wsol.yaml)

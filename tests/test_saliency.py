@@ -1,5 +1,5 @@
-"""The saliency network of step 4: trained on cues alone (no label is read), its loss, its maps at each image's size,
-its bad inputs, and the rules that run it."""
+"""The saliency network of stages 3c-3d (the official step 4): trained on cues alone (no label is read), its loss,
+its maps at each image's size, its bad inputs, and the rules that run it."""
 
 import csv
 import math

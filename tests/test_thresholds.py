@@ -36,8 +36,8 @@ def test_otsu3_hand_case():
 
 def test_parse_threshold_names_the_flag():
     assert parse_threshold("otsu3") == "otsu3" and parse_threshold("0.3") == 0.3
-    with pytest.raises(InputError, match=r"--tau 'otsu_image': use one of otsu, otsu3"):
-        parse_threshold("otsu_image", "--tau", methods=("otsu", "otsu3"))
+    with pytest.raises(InputError, match=r"--threshold 'otsu_image': use one of otsu, otsu3"):
+        parse_threshold("otsu_image", "--threshold", methods=("otsu", "otsu3"))
     with pytest.raises(InputError, match=r"--threshold 1.5: must lie in \(0, 1\)"):
         parse_threshold("1.5")
 

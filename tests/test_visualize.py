@@ -99,8 +99,8 @@ def make_artifacts(work: Path) -> dict:
                                   "pred_dir": "artifacts/deeplab/cam_cues_crf/pred_val"})
     (work / "c2am_boxes.txt").write_text("gt_known_loc: 0.8333\nthreshold: 0.42\n")
     args = {"--manifest": work / "manifest.json", "--maps-dir": a / "maps", "--cues-dir": a / "cues",
-            "--boxes-json": a / "boxes.json", "--cams-dir": a / "cams", "--saliency-dir": a / "sal",
-            "--labels": [f"{v}={a / v}" for v in ("cam_fixed_tau", "cam_cues", "cam_sal_crf_robust")],
+            "--c2am-boxes": a / "boxes.json", "--cams-dir": a / "cams", "--saliency-dir": a / "sal",
+            "--variant": [f"{v}={a / v}" for v in ("cam_fixed_tau", "cam_cues", "cam_sal_crf_robust")],
             "--pred-dir": a / "pred",
             "--pseudo-json": work / "pseudo.json", "--val-json": work / "val.json", "--train-log": logs,
             "--score-txt": [f"C2AM boxes={work / 'c2am_boxes.txt'}"], "--out-tables": work / "figures" / "metrics.html"}
@@ -171,9 +171,9 @@ def test_missing_artifact_names_the_file(fake_run):
 
 def test_bad_boxes_json_is_rejected(fake_run):
     work, args = fake_run
-    save_json(args["--boxes-json"], {"img00": [1, 2, 3]})
+    save_json(args["--c2am-boxes"], {"img00": [1, 2, 3]})
     with pytest.raises(InputError, match="box of img00"):
-        artifacts.load_boxes(args["--boxes-json"])
+        artifacts.load_boxes(args["--c2am-boxes"])
 
 
 def test_sample_is_seeded_sorted_and_capped():

@@ -35,7 +35,7 @@ def test_voc2012_config_on_a_voc_fixture_lists_the_whole_dag(tmp_path):
                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert set(job_counts(result.stdout)) == CUE_RULES
-    assert "--backbone resnet50" in result.stdout and "--model deeplabv3_resnet101" in result.stdout
+    assert "--backbone resnet50" in result.stdout and "--backbone deeplabv3_resnet101" in result.stdout
     assert "--n-train" not in result.stdout  # the default config's synthetic keys do not leak into a VOC run
 
 

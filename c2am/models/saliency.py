@@ -1,4 +1,5 @@
-"""The class-agnostic saliency network of step 4 (docs/method.md §4): trained on the CRF cues, no labels.
+"""The class-agnostic saliency network of stages 3c-3d (the official step 4, docs/method.md §4): trained on the
+CRF cues, no labels.
 
 ``build_saliency(backbone, weights)`` returns a :class:`SaliencyNet`: a trunk from the shared factory
 (``build_trunk``, two stride-16 feature maps, concatenated) and a light decoder (3x3 conv to 64 channels, BatchNorm,

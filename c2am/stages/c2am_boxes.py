@@ -5,7 +5,7 @@ pixel coordinates [x1, y1, x2, y2] (null when no pixel exceeds tau; such an imag
 GT-known localisation = share of images whose box has IoU >= 0.5 with any GT box (Annotations XML), over the
 images that have a GT box (a COCO image may have none; a folder dataset has no boxes at all: the report then says
 ``gt_known_loc: no ground truth: not scored``, and the boxes are written all the same).
-``--tau otsu`` / ``otsu3`` take the two- / three-class Otsu threshold over the split's pooled map histogram
+``--threshold otsu`` / ``otsu3`` take the two- / three-class Otsu threshold over the split's pooled map histogram
 (no GT; c2am.thresholds, docs/method.md §4).
 A tau sweep follows in the text report, labelled oracle: it is chosen on the scored split.
 """
@@ -35,18 +35,22 @@ log = logging.getLogger("c2am.c2am_boxes")
 SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.c2am_boxes", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.c2am_boxes", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--maps-dir", required=True)
-    p.add_argument("--tau", help="otsu / otsu3 (from the maps, no GT) or a number in (0, 1)")
-    p.add_argument("--out-json", required=True, help="image id -> [x1, y1, x2, y2] or null")
+    p.add_argument("--threshold", help="otsu / otsu3 (from the maps, no GT) or a number in (0, 1)")
+    p.add_argument("--out", required=True, help="image id -> [x1, y1, x2, y2] or null")
     p.add_argument("--out-txt", required=True, help="report; first line gt_known_loc: 0.xxxx")
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "c2am.boxes")
-    args = p.parse_args(argv)
-    args.tau = parse_threshold(str(args.tau), "--tau", methods=DATASET_METHODS)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    args.threshold = parse_threshold(str(args.threshold), "--threshold", methods=DATASET_METHODS)
     return args
 
 
@@ -84,7 +88,7 @@ def main(argv=None) -> dict:
     manifest = Manifest.load(args.manifest)
     maps_dir = Path(args.maps_dir)
     ids = manifest.ids(args.split)
-    record = resolve_threshold(args.tau, require_files(maps_dir, ids, ".npy", "map"), args.threads)
+    record = resolve_threshold(args.threshold, require_files(maps_dir, ids, ".npy", "map"), args.threads)
     tau, method = record["threshold"], record["method"]
     taus = (tau,) + SWEEP
     fn = partial(boxes_for_image, manifest=manifest, maps_dir=maps_dir, taus=taus)
@@ -94,7 +98,7 @@ def main(argv=None) -> dict:
     acc = float(np.mean([h[0] for h in hits])) if hits else None
     sweep = {t: float(np.mean([h[k + 1] for h in hits])) for k, t in enumerate(SWEEP)} if hits else {}
     empty = sum(b is None for b in boxes.values())
-    save_boxes(args.out_json, boxes)
+    save_boxes(args.out, boxes)
     text = format_report(acc, tau, method, len(ids), empty, sweep, scored=len(hits))
     save_text(args.out_txt, text)
     sys.stderr.write(text)

@@ -26,8 +26,8 @@ from c2am.shards import add_shard_arg, select_shard
 log = logging.getLogger("c2am.crf_labels")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.crf_labels", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.crf_labels", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--labels-dir", type=Path, required=True, help="<id>.png pseudo labels to refine")
@@ -40,7 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_shard_arg(p)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "crf_labels")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def crf_one(paths: tuple[Path, Path, Path | None, Path], num_classes: int, crf: dict) -> None:

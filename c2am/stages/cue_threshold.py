@@ -20,8 +20,8 @@ from c2am.thresholds import parse_threshold, resolve_threshold
 log = logging.getLogger("c2am.cue_threshold")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.cue_threshold", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.cue_threshold", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--maps-dir", required=True, help="<id>.npy maps from infer_c2am")
@@ -29,7 +29,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="JSON threshold record")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(threshold=defaults.value("c2am.cues.threshold"))
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     args.threshold = parse_threshold(str(args.threshold))
     return args
 

@@ -27,8 +27,8 @@ from c2am.thresholds import check_record
 
 log = logging.getLogger("c2am.eval_c2am")
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.eval_c2am", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.eval_c2am", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train", help="split role scored (its GT masks are read here only)")
     p.add_argument("--maps-dir", required=True)
@@ -37,12 +37,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fixed-threshold", type=float, help="the paper's fixed t, reported beside")
     p.add_argument("--oracle-cues", action=argparse.BooleanOptionalAction, default=False,
                    help="also run the CRF at the oracle map threshold (one more CRF pass)")
-    p.add_argument("--out", required=True, help="text report")
+    p.add_argument("--out-txt", required=True, help="text report")
     p.add_argument("--out-json", default=None, help="optional: the same figures as JSON")
     add_crf_args(p)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "c2am.cues", exclude=("threshold",))
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def format_report(s: dict) -> str:
@@ -73,7 +77,7 @@ def main(argv=None) -> dict:
     scores = score_c2am(manifest, args.split, args.maps_dir, args.cues_dir, record, args.fixed_threshold,
                         crf_args(args), threads=args.threads, oracle_cues=args.oracle_cues)
     text = format_report(scores)
-    save_text(args.out, text)
+    save_text(args.out_txt, text)
     if args.out_json:
         save_json(args.out_json, scores)
     sys.stderr.write(text)

@@ -43,8 +43,8 @@ def parse_variant(text: str) -> tuple[str, Path]:
     return name, Path(folder)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.eval_pseudo", description=__doc__.split("\n\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.eval_pseudo", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="pseudo_eval")
     p.add_argument("--cams-dir", type=Path, required=True, help="<id>.npz from infer_cam (must cover the split)")
@@ -60,7 +60,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults.apply(p, "refine", exclude=("tau_sweep", "robust"))
     sweep = defaults.value("refine.tau_sweep")
     p.set_defaults(tau_sweep=[float(sweep[k]) for k in ("start", "stop", "step")])
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def best_index(mious: list[float]) -> int:

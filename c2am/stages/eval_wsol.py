@@ -1,4 +1,4 @@
-"""WSOL scores on the test split for both box sources: the localizer and the C2AM map (docs/method.md §10).
+"""WSOL: scores on the test split for both box sources: the localizer and the C2AM map (docs/method.md §10).
 
 GT-known, top-1 / top-5 localisation (class among the classifier's top k and IoU >= 0.5), top-1 / top-5
 classification and MaxBoxAccV2 (IoU 0.3 / 0.5 / 0.7) of the localizer's boxes and of the C2AM boxes; for the
@@ -30,15 +30,15 @@ from c2am.wsol_report import format_report, score_maps, score_source
 log = logging.getLogger("c2am.eval_wsol")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.eval_wsol", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.eval_wsol", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--gt", type=Path, required=True, help="WSOL GT file (prepare_wsol)")
     p.add_argument("--split", default="test", help="the scored split")
     p.add_argument("--held-out-split", default="val", help="the split whose GT boxes choose the map thresholds")
     p.add_argument("--localizer-boxes", type=Path, required=True)
     p.add_argument("--c2am-boxes", type=Path, required=True)
-    p.add_argument("--box-threshold", type=Path, required=True, help="record of box_threshold")
+    p.add_argument("--threshold-json", type=Path, required=True, help="record of box_threshold")
     p.add_argument("--class-scores", type=Path, required=True, help="infer_classes output for the scored split")
     p.add_argument("--maps-dir", type=Path, required=True, help="C2AM maps of the scored split")
     p.add_argument("--held-out-maps", type=Path, required=True, help="C2AM maps of the held-out split")
@@ -48,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-json", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "wsol.eval")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if not args.iou_thresholds or any(not 0 < d < 1 for d in args.iou_thresholds):
         raise InputError(f"--iou-thresholds: each must lie in (0, 1), got {args.iou_thresholds}")
     return args
@@ -103,8 +107,8 @@ def main(argv=None) -> dict:
     scores = class_scores(args.class_scores, ids, manifest.classes[1:])
     deltas = tuple(args.iou_thresholds)
     taus = threshold_grid(args.cam_curve_interval)
-    record = load_json(args.box_threshold)
-    check_box_record(record, args.box_threshold)
+    record = load_json(args.threshold_json)
+    check_box_record(record, args.threshold_json)
 
     result = {
         "split": args.split, "held_out_split": args.held_out_split, "num_classes": k,

@@ -1,4 +1,4 @@
-"""Score predicted label PNGs against the GT masks of a split: mIoU and per-class IoU (c2am.scoring).
+"""Stage 11: score predicted label PNGs against the GT masks of a split: mIoU and per-class IoU (c2am.scoring).
 
 Outputs (written atomically):
 
@@ -17,6 +17,7 @@ import argparse
 import logging
 import sys
 
+from c2am import defaults
 from c2am.data.voc import Manifest
 from c2am.io import save_json, save_text
 from c2am.runtime import run_stage, set_threads
@@ -26,7 +27,7 @@ log = logging.getLogger("c2am.evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.evaluate", description=__doc__.split("\n")[0])
+    p = defaults.stage_parser("c2am.stages.evaluate", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", required=True, help="split role whose ids are scored: train, pseudo_eval or val")
     p.add_argument("--pred-dir", required=True, help="folder of predicted label PNGs, <id>.png")

@@ -25,8 +25,8 @@ from c2am.thresholds import check_record
 log = logging.getLogger("c2am.extract_cues")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.extract_cues", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.extract_cues", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--maps-dir", required=True, help="<id>.npy maps from infer_c2am")
@@ -36,7 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_shard_arg(p)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "c2am.cues.crf")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def write_cue(image_id: str, manifest: Manifest, maps_dir: Path, out_dir: Path, record: dict, crf: dict) -> float:

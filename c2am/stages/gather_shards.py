@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from c2am import defaults
 from c2am.data.voc import Manifest
 from c2am.runtime import run_stage
 from c2am.shards import gather_dirs
@@ -18,13 +19,17 @@ from c2am.shards import gather_dirs
 log = logging.getLogger("c2am.gather_shards")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.gather_shards", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.gather_shards", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train", help="split role whose ids the shards must cover")
     p.add_argument("--out-dir", required=True, type=Path, help="final folder (replaced if present)")
     p.add_argument("shard_dirs", nargs="+", type=Path, help="shard folders, in shard order")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> int:

@@ -27,15 +27,19 @@ from c2am.shards import select_shard
 log = logging.getLogger("c2am.infer_c2am")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.infer_c2am", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.infer_c2am", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--checkpoint", required=True, help="C2AM checkpoint from train_c2am")
     p.add_argument("--out-dir", required=True, help="folder for <id>.npy maps")
     add_inference_args(p)
     defaults.apply(p, "c2am.infer")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     check_scales(args.scales)
     return args
 

@@ -24,15 +24,19 @@ from c2am.shards import select_shard
 log = logging.getLogger("c2am.infer_cam")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.infer_cam", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.infer_cam", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--checkpoint", type=Path, required=True, help="classifier checkpoint (train_classifier)")
     p.add_argument("--out-dir", type=Path, required=True)
     add_inference_args(p)
     defaults.apply(p, "classifier.infer")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     check_scales(args.scales)
     return args
 

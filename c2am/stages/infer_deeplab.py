@@ -48,7 +48,7 @@ def run_crf_jobs(jobs: list[tuple], out_dir: Path, threads: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.infer_deeplab", description=__doc__.split("\n")[0])
+    p = defaults.stage_parser("c2am.stages.infer_deeplab", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", default="val", help="split role to predict")
     p.add_argument("--checkpoint", required=True, help="train_deeplab checkpoint")

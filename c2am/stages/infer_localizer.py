@@ -25,8 +25,8 @@ from c2am.runtime import pick_device, run_stage, set_threads
 log = logging.getLogger("c2am.infer_localizer")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.infer_localizer", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.infer_localizer", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--checkpoint", type=Path, required=True, help="localizer checkpoint (train_localizer)")
@@ -36,7 +36,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     defaults.apply(p, "wsol.localizer.infer")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> dict:

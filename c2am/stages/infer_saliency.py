@@ -1,4 +1,4 @@
-"""Step 4b: soft saliency maps from a trained saliency network (docs/method.md §4).
+"""Stage 3d: soft saliency maps from a trained saliency network (docs/method.md §4).
 
 Per image: S = sigmoid(logit), averaged over ``--scales`` (and their horizontal flips with ``--flip``) at the
 image's size, in [0, 1] and not max-normalised. Written as ``<id>.npy`` float16 maps (c2am.artifacts.save_map,
@@ -27,7 +27,7 @@ log = logging.getLogger("c2am.infer_saliency")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.infer_saliency", description=__doc__.split("\n")[0])
+    p = defaults.stage_parser("c2am.stages.infer_saliency", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", default="train", help="split role to write maps for")
     p.add_argument("--checkpoint", required=True, help="saliency checkpoint from train_saliency")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2am import defaults
 from c2am.artifacts import load_map, require_files, save_boxes
 from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
@@ -29,8 +30,8 @@ from c2am.wsol_metrics import box_ious
 log = logging.getLogger("c2am.map_boxes")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.map_boxes", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.map_boxes", __doc__)
     p.add_argument("--manifest", required=True)
     p.add_argument("--split", required=True)
     p.add_argument("--maps-dir", type=Path, required=True)
@@ -39,7 +40,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--gt", type=Path, help="WSOL GT file: report GT-known localisation of these boxes")
     p.add_argument("--out-txt", type=Path, help="that report (first line gt_known_loc: 0.xxxx)")
     p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if (args.gt is None) != (args.out_txt is None):
         raise InputError("--gt and --out-txt go together")
     return args

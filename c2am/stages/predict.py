@@ -49,13 +49,13 @@ CRF_CHUNK = 64  # images whose probabilities wait for the CRF at once (bounds me
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.predict", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.predict", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset): the class names")
     p.add_argument("--checkpoint", required=True, help="train_deeplab checkpoint")
     p.add_argument("--images", help="folder of new images (config predict.images)")
     p.add_argument("--out-masks", required=True, help="folder for <id>.png palette masks")
     p.add_argument("--out-overlays", required=True, help="folder for <id>.jpg overlays with the class legend")
-    add_inference_args(p)
+    add_inference_args(p, shard=False)  # a folder of new images, not a split: not sharded
     add_scale_reference_arg(p)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, help="add horizontal flips")
     p.add_argument("--crf", action=argparse.BooleanOptionalAction, help="dense CRF on the softmax")

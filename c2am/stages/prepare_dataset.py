@@ -25,8 +25,8 @@ from c2am.runtime import run_stage, set_threads
 SYNTHETIC_MARKER = ".c2am-synthetic"
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.prepare_dataset", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.prepare_dataset", __doc__)
     p.add_argument("--kind", choices=["synthetic", "voc", "folder", "coco"], required=True)
     p.add_argument("--root", type=Path, required=True, help="VOC2012-layout tree (read, or written when synthetic)")
     p.add_argument("--classes", nargs="+", required=True, help="class names, 'background' first")
@@ -52,7 +52,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults.apply(p, "seed")
     splits = defaults.value("dataset.splits")
     p.set_defaults(splits=[splits[role] for role in ("train", "pseudo_eval", "val")])
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def generate(args: argparse.Namespace) -> None:

@@ -1,4 +1,4 @@
-"""WSOL stage 0: generate the embedded WSOL dataset (CUB layout), or validate a CUB / wsolevaluation one.
+"""WSOL: generate the embedded WSOL dataset (CUB layout), or validate a CUB / wsolevaluation one.
 
 Writes the manifest (split roles train / val / test, one class per image) that the reused training and
 inference stages read, and the GT file (boxes and image sizes) that only the scoring stages read
@@ -26,8 +26,8 @@ SYNTHETIC_MARKER = ".c2am-synthetic"
 KINDS = ("synthetic", "cub", "wsolmeta")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.prepare_wsol", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.prepare_wsol", __doc__)
     p.add_argument("--kind", choices=KINDS, required=True)
     p.add_argument("--root", type=Path, required=True,
                    help="CUB_200_2011 folder (synthetic: written there; wsolmeta: the image root)")
@@ -42,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-gt", type=Path, required=True, help="GT boxes and image sizes (scoring only)")
     defaults.apply(p, "wsol.dataset", exclude=("kind", "root", "metadata"))
     defaults.apply(p, "seed")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     if args.kind == "wsolmeta" and args.metadata is None:
         raise InputError("--kind wsolmeta needs --metadata (wsol.dataset.metadata)")
     return args

@@ -29,8 +29,8 @@ from c2am.shards import add_shard_arg, select_shard
 log = logging.getLogger("c2am.refine_cams")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.refine_cams", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.refine_cams", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--cams-dir", type=Path, required=True, help="<id>.npz from infer_cam")
@@ -42,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_shard_arg(p)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "refine", exclude=("tau_sweep", "robust"))  # --fixed-tau: the baseline's tau, when chosen
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def background_of(image_id: str, size: tuple[int, int], args: argparse.Namespace):

@@ -24,8 +24,8 @@ from c2am.shards import add_shard_arg, select_shard
 log = logging.getLogger("c2am.robust_labels")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.robust_labels", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.robust_labels", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--labels-dir", type=Path, required=True, help="<id>.png pseudo labels to test")
@@ -38,7 +38,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_shard_arg(p)
     p.add_argument("--threads", type=int, default=1)
     defaults.apply(p, "refine.robust")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def robust_one(image_id: str, args: argparse.Namespace, manifest: Manifest) -> None:

@@ -39,9 +39,8 @@ from c2am.training import (
 log = logging.getLogger("c2am.train_c2am")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_c2am", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.train_c2am", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", default="train", help="split role whose images train C2AM")
     p.add_argument("--out", required=True, help="checkpoint to write (.pt)")
@@ -57,7 +56,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults.apply(p, "c2am", exclude=("train", "infer", "cues", "boxes"))
     defaults.apply(p, "c2am.train")
     defaults.apply(p, "seed")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     check_args(args)
     return args
 

@@ -2,7 +2,7 @@
 
 Image-level labels (from the manifest) are the only supervision. Multi-label soft-margin loss, SGD with poly
 decay and the head at ``lr * head_lr_mult``; resumable per epoch (c2am.training.fit). After training, the val
-split is scored (single scale, whole image): mAP and macro F1 at sigmoid >= 0.5 go to ``--report``.
+split is scored (single scale, whole image): mAP and macro F1 at sigmoid >= 0.5 go to ``--out-txt``.
 
 Multi-GPU: ``torchrun --standalone --nproc_per_node=K -m c2am.stages.train_classifier ...`` trains with
 DistributedDataParallel (docs/method.md §7); ``--batch-size`` stays the global batch, split equally over the
@@ -31,14 +31,14 @@ from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd,
 log = logging.getLogger("c2am.train_classifier")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_classifier", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.train_classifier", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train", help="split role to train on")
     p.add_argument("--val-split", default="val", help="split role scored after training")
     p.add_argument("--out", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--log-csv", type=Path, required=True, help="per-step training log")
-    p.add_argument("--report", type=Path, required=True, help="val mAP / F1 text report")
+    p.add_argument("--out-txt", type=Path, required=True, help="val mAP / F1 text report")
     p.add_argument("--backbone")
     p.add_argument("--weights")
     add_training_args(p)
@@ -48,7 +48,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults.apply(p, "classifier", exclude=("train", "infer"))
     defaults.apply(p, "classifier.train")
     defaults.apply(p, "seed")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def classification_step(model: nn.Module, batch):
@@ -107,7 +111,7 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> None:
 
     scores, targets = predict_scores(model, manifest, args.val_split, dist.device, args.batch_size, args.amp)
     report = classification_report(scores, targets, fg_names)
-    save_text(args.report, report)
+    save_text(args.out_txt, report)
     log.info("%s (%d images): %s", args.val_split, len(scores), " ".join(report.splitlines()[:2]))
 
 

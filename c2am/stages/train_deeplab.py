@@ -39,7 +39,7 @@ log = logging.getLogger("c2am.train_deeplab")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_deeplab", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.train_deeplab", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", default="train", help="split role to train on")
     source = p.add_mutually_exclusive_group(required=True)
@@ -47,14 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--gt-labels", action="store_true", help="train on the GT masks (fully supervised reference)")
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.add_argument("--log-csv", required=True, help="per-step CSV log (epoch,step,loss,lr)")
-    p.add_argument("--model", dest="arch", choices=MODEL_NAMES)
-    p.add_argument("--weights-backbone", help="none, pretrained/imagenet, or a local file")
+    p.add_argument("--backbone", choices=MODEL_NAMES, help="the segmentation network: DeepLab head on a trunk")
+    p.add_argument("--weights", help="the trunk's: pretrained / imagenet / none / a local checkpoint")
     add_training_args(p)
     p.add_argument("--warmup-iters", type=int, help="optimiser steps of linear lr warm-up before the poly decay")
     p.add_argument("--crop", type=int, help="square training crop (padded with 255 labels)")
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
                    help="random resize of the image's shorter side, as a fraction of the crop")
-    defaults.apply(p, "deeplab", exclude=("labels", "train", "infer"), rename={"model": "arch"})
+    defaults.apply(p, "deeplab", exclude=("labels", "train", "infer"))
     defaults.apply(p, "deeplab.train")
     defaults.apply(p, "seed")
     return p
@@ -77,10 +77,10 @@ def run_meta(args: argparse.Namespace, manifest: Manifest) -> dict:
     """Everything that defines the run (plain values): fit ignores a resume state written with other values."""
     return {
         "kind": "deeplab",
-        "arch": args.arch,
+        "arch": args.backbone,
         "num_classes": manifest.num_classes,
         "classes": list(manifest.classes),
-        "weights_backbone": str(args.weights_backbone),
+        "weights_backbone": str(args.weights),
         "split": args.split,
         "labels": label_source(args),
         "epochs": args.epochs,
@@ -121,14 +121,14 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
     manifest = Manifest.load(args.manifest)
     loader = make_loader(args, manifest, dist)
     log.info("train_deeplab: %s on %d '%s' images with %s labels, %d steps/epoch",
-             args.arch, len(loader.dataset), args.split, label_source(args), len(loader))
+             args.backbone, len(loader.dataset), args.split, label_source(args), len(loader))
 
     total_steps = args.epochs * len(loader)
     warmup = min(args.warmup_iters, total_steps // 2)  # a run shorter than its warm-up still reaches the full lr
     if warmup < args.warmup_iters:
         log.warning("train_deeplab: warm-up capped at %d of %d steps (deeplab.train.warmup_iters = %d)",
                     warmup, total_steps, args.warmup_iters)
-    model = build_deeplab(args.arch, manifest.num_classes, args.weights_backbone)
+    model = build_deeplab(args.backbone, manifest.num_classes, args.weights)
     backbone, head = model.parameter_groups()
     optimizer = make_sgd(backbone, head, args.lr, args.head_lr_mult, args.momentum, args.weight_decay)
     scheduler = make_poly_scheduler(optimizer, total_steps, warmup_steps=warmup)

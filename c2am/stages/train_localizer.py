@@ -31,9 +31,8 @@ from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd,
 log = logging.getLogger("c2am.train_localizer")
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_localizer", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.train_localizer", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--split", default="train", help="split role to train on")
     p.add_argument("--boxes", type=Path, required=True, help="pseudo boxes of that split (map_boxes)")
@@ -50,7 +49,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults.apply(p, "wsol.localizer", exclude=("train", "infer"))
     defaults.apply(p, "wsol.localizer.train")
     defaults.apply(p, "seed")
-    args = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
     for key in ("epochs", "batch_size", "size"):
         if getattr(args, key) < 1:
             raise InputError(f"--{key.replace('_', '-')}: must be >= 1, got {getattr(args, key)}")

@@ -1,4 +1,4 @@
-"""Step 4: train the class-agnostic saliency network on the CRF background cues (docs/method.md §4), no labels.
+"""Stage 3c: train the class-agnostic saliency network on the CRF background cues (docs/method.md §4), no labels.
 
 The cues of extract_cues (``<id>.png``, 255 = foreground) are the pseudo ground truth: binary cross-entropy per
 pixel, pixels padded by the crop (255) ignored. No GT mask and no image-level label is read. SGD with a 10x head
@@ -38,7 +38,7 @@ log = logging.getLogger("c2am.train_saliency")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.train_saliency", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.train_saliency", __doc__)
     p.add_argument("--manifest", required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--split", default="train", help="split role to train on")
     p.add_argument("--cues-dir", required=True, help="folder of cue PNGs from extract_cues (<id>.png, 255 = foreground)")

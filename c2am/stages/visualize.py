@@ -4,7 +4,7 @@ Outputs (PNG, written atomically; every one is required, so a missing artifact s
 
 - ``--out-grid-train``: one row per sampled train image: image | GT | classifier CAM of the top class (heat-map
   overlay) | C2AM map (overlay) | cue (white = foreground) | saliency map (overlay, with ``--saliency-dir``) | one
-  panel per ``--labels NAME=DIR`` pseudo-label variant, in order. C2AM maps, CAMs and pseudo labels exist for
+  panel per ``--variant NAME=DIR`` pseudo-label variant, in order. C2AM maps, CAMs and pseudo labels exist for
   train images only, and
   DeepLab predicts val images only, so the DeepLab prediction is shown in its own grid:
 - ``--out-grid-val``: one row per sampled val image: image | GT | DeepLab prediction | its errors (red: wrong
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from c2am import defaults
 from c2am.artifacts import load_boxes, load_cams, load_cue, load_map
 from c2am.data.voc import Manifest
 from c2am.figures import (
@@ -67,14 +68,14 @@ def named_path(text: str) -> tuple[str, Path]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.visualize", description=__doc__.split("\n\n")[0])
+    p = defaults.stage_parser("c2am.stages.visualize", __doc__)
     p.add_argument("--manifest", type=Path, required=True, help="dataset manifest JSON (prepare_dataset)")
     p.add_argument("--maps-dir", type=Path, required=True, help="C2AM maps <id>.npy (infer_c2am)")
     p.add_argument("--cues-dir", type=Path, required=True, help="cues <id>.png, 255 = foreground (extract_cues)")
-    p.add_argument("--boxes-json", type=Path, required=True, help="id -> [x1, y1, x2, y2] or null (c2am_boxes)")
+    p.add_argument("--c2am-boxes", type=Path, required=True, help="id -> [x1, y1, x2, y2] or null (c2am_boxes)")
     p.add_argument("--cams-dir", type=Path, required=True, help="class CAMs <id>.npz (infer_cam)")
     p.add_argument("--saliency-dir", type=Path, help="saliency maps <id>.npy (infer_saliency); a panel when given")
-    p.add_argument("--labels", type=named_path, action="append", default=[], metavar="NAME=DIR",
+    p.add_argument("--variant", type=named_path, action="append", default=[], metavar="NAME=DIR",
                    help="a pseudo-label variant's folder (<id>.png), one panel each, titled by its variant name")
     p.add_argument("--pred-dir", type=Path, required=True, help="DeepLab val predictions <id>.png")
     p.add_argument("--train-log", type=named_path, action="append", default=[], metavar="NAME=CSV",
@@ -92,8 +93,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--out-{name}", type=Path, required=True, help="PNG to write")
     p.add_argument("--out-tables", type=Path, required=True, help="HTML page of metric tables to write")
     p.add_argument("--seed", type=int, default=0, help="drives the image sample")
-    p.add_argument("--threads", type=int, default=1, help="accepted for uniformity; drawing is single-threaded")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="accepted; runs on the CPU")
     return p
 
 
@@ -131,14 +130,14 @@ def train_rows(manifest: Manifest, ids: list[str], args) -> list[list[tuple[np.n
         ]
         if args.saliency_dir is not None:
             row.append((heat_overlay(image, load_map(args.saliency_dir / f"{image_id}.npy", shape)), ""))
-        row += [(colorize(manifest.load_mask(image_id, mask_dir=folder)), "") for _, folder in args.labels]
+        row += [(colorize(manifest.load_mask(image_id, mask_dir=folder)), "") for _, folder in args.variant]
         rows.append(row)
     return rows
 
 
 def train_columns(args) -> tuple[str, ...]:
     saliency = ("saliency map",) if args.saliency_dir is not None else ()
-    return TRAIN_COLUMNS + saliency + tuple(variant_title(name, symbol="τ") for name, _ in args.labels)
+    return TRAIN_COLUMNS + saliency + tuple(variant_title(name, symbol="τ") for name, _ in args.variant)
 
 
 def val_rows(manifest: Manifest, ids: list[str], pred_dir: Path) -> list[list[tuple[np.ndarray | None, str]]]:
@@ -167,14 +166,14 @@ def main(argv=None) -> None:
     val_ids = sample_ids(manifest.ids("val"), args.n_val, args.seed)
     box_ids = sample_ids(manifest.ids("train"), args.n_boxes, args.seed + 1)
 
-    if not args.labels:
-        raise InputError("--labels: give at least one NAME=DIR pseudo-label folder")
+    if not args.variant:
+        raise InputError("--variant: give at least one NAME=DIR pseudo-label folder")
     save_figure(image_grid(train_rows(manifest, train_ids, args), train_columns(args), train_ids, manifest.classes,
                            "Train images: class CAM vs class-agnostic C2AM map, and the pseudo labels"),
                 args.out_grid_train)
     save_figure(image_grid(val_rows(manifest, val_ids, args.pred_dir), VAL_COLUMNS, val_ids, manifest.classes,
                            "Val images: the final DeepLab prediction"), args.out_grid_val)
-    save_figure(boxes_figure(manifest, box_ids, load_boxes(args.boxes_json), args.boxes_json), args.out_boxes)
+    save_figure(boxes_figure(manifest, box_ids, load_boxes(args.c2am_boxes), args.c2am_boxes), args.out_boxes)
 
     if not args.train_log:
         raise InputError("--train-log: give at least one NAME=CSV training log")

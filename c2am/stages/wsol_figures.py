@@ -1,4 +1,4 @@
-"""WSOL figure for the report: sampled test images with the GT box, the C2AM box and the localizer box.
+"""WSOL: the figure for the report, sampled test images with the GT box, the C2AM box and the localizer box.
 
 Each panel is titled with the IoU of the C2AM and the localizer box against the GT box and the classifier's
 top-1 class (✓ when right). The sample is ``random.Random(seed).sample`` of the test ids, shown in id order.
@@ -20,25 +20,29 @@ from c2am.runtime import run_stage
 from c2am.wsol_report import wsol_boxes_figure
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m c2am.stages.wsol_figures", description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    p = defaults.stage_parser("c2am.stages.wsol_figures", __doc__)
     p.add_argument("--manifest", type=Path, required=True)
     p.add_argument("--gt", type=Path, required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--localizer-boxes", type=Path, required=True)
     p.add_argument("--c2am-boxes", type=Path, required=True)
     p.add_argument("--class-scores", type=Path, required=True)
-    p.add_argument("--images", type=int, default=12, help="test images shown")
+    p.add_argument("--n-images", type=int, default=12, help="test images shown")
     p.add_argument("--seed", type=int)
     p.add_argument("--out", type=Path, required=True, help="PNG")
     defaults.apply(p, "seed")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     manifest = Manifest.load(args.manifest)
-    ids = sample_ids(manifest.ids(args.split), args.images, args.seed)
+    ids = sample_ids(manifest.ids(args.split), args.n_images, args.seed)
     localizer, c2am = load_boxes(args.localizer_boxes), load_boxes(args.c2am_boxes)
     scores = load_json(args.class_scores).get("scores", {})
     for name, table, path in (("localizer", localizer, args.localizer_boxes), ("C2AM", c2am, args.c2am_boxes),

@@ -125,7 +125,7 @@ rule eval_c2am:
     shell:
         "python -m c2am.stages.eval_c2am --manifest {input.manifest} --split train"
         " --maps-dir {input.maps} --cues-dir {input.cues} --threshold-json {input.threshold}"
-        " {params.cues} --out {output} --threads {threads} 2> {log}"
+        " {params.cues} --out-txt {output} --threads {threads} 2> {log}"
 
 
 rule c2am_boxes:
@@ -152,4 +152,4 @@ rule c2am_boxes:
         boxes=flags(C2AM["boxes"]),
     shell:
         "python -m c2am.stages.c2am_boxes --manifest {input.manifest} --split train"
-        " --maps-dir {input.maps} {params.boxes} --out-json {output.boxes} --out-txt {output.report} 2> {log}"
+        " --maps-dir {input.maps} {params.boxes} --out {output.boxes} --out-txt {output.report} 2> {log}"

@@ -30,7 +30,7 @@ rule train_classifier:
         train=flags(CLS["train"]),
     shell:
         "python -m c2am.stages.train_classifier --manifest {input.manifest} --split train --val-split val"
-        " --out {output.model} --log-csv {output.log_csv} --report {output.report}"
+        " --out {output.model} --log-csv {output.log_csv} --out-txt {output.report}"
         " {params.net} {params.train} --seed {params.seed} --threads {threads} 2> {log}"
 
 

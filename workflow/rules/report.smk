@@ -74,14 +74,14 @@ rule visualize:
     params:
         seed=SEED,
         scores=score_flags,
-        labels=" ".join(f"--labels {v}=artifacts/pseudo/{v}" for v in GRID_VARIANTS),
+        variants=" ".join(f"--variant {v}=artifacts/pseudo/{v}" for v in GRID_VARIANTS),
     shell:
         "python -m c2am.stages.visualize --manifest {input.manifest} --maps-dir {input.maps} --cues-dir {input.cues}"
-        " --boxes-json {input.boxes} --cams-dir {input.cams} --saliency-dir {input.saliency}"
-        " {params.labels} --pred-dir {input.pred}"
+        " --c2am-boxes {input.boxes} --cams-dir {input.cams} --saliency-dir {input.saliency}"
+        " {params.variants} --pred-dir {input.pred}"
         " --train-log c2am={input.log_c2am} --train-log classifier={input.log_classifier}"
         " --train-log saliency={input.log_saliency} --train-log deeplab={input.log_deeplab}"
         " {params.scores} --out-tables {output.tables}"
         " --out-grid-train {output.grid_train} --out-grid-val {output.grid_val} --out-boxes {output.boxes}"
         " --out-loss {output.loss} --out-tau {output.tau} --out-iou-pseudo {output.iou_pseudo}"
-        " --out-iou-val {output.iou_val} --seed {params.seed} --threads {threads} 2> {log}"
+        " --out-iou-val {output.iou_val} --seed {params.seed} 2> {log}"

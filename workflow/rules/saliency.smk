@@ -1,5 +1,6 @@
-# Step 4 of the official pipeline: a class-agnostic saliency network trained on the CRF cues (no labels of any
-# kind), then its soft saliency maps S in [0, 1] for the train split; the refinement's background is B = 1 - S.
+# Stages 3c-3d (the official pipeline's step 4): a class-agnostic saliency network trained on the CRF cues (no
+# labels of any kind), then its soft saliency maps S in [0, 1] for the train split; the refinement's background
+# is B = 1 - S.
 SALIENCY = config["saliency"]
 
 

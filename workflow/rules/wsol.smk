@@ -85,7 +85,7 @@ rule wsol_infer_c2am:
         " --checkpoint {input.model} --out-dir {output.maps} {params.infer} --threads {threads} 2> {log}"
 
 
-# One map threshold for every class-agnostic box: chosen on the held-out val split (tau: val), never on test.
+# One map threshold for every class-agnostic box: chosen on the held-out val split (threshold: val), never on test.
 rule box_threshold:
     input:
         unpack(wsol_threshold_inputs),
@@ -102,11 +102,11 @@ rule box_threshold:
     resources:
         **rule_resources("box_threshold"),
     params:
-        tau=flags(WSOL["boxes"]),
+        threshold=flags(WSOL["boxes"]),
         grid=flags(WSOL["eval"], exclude=("iou_thresholds",)),
         inputs=wsol_threshold_flags,
     shell:
-        "python -m c2am.stages.box_threshold --manifest {input.manifest} {params.tau} {params.grid}"
+        "python -m c2am.stages.box_threshold --manifest {input.manifest} {params.threshold} {params.grid}"
         " {params.inputs} --out {output} --threads {threads} 2> {log}"
 
 
@@ -236,7 +236,7 @@ rule wsol_train_classifier:
         train=flags(config["classifier"]["train"]),
     shell:
         "python -m c2am.stages.train_classifier --manifest {input.manifest} --split train --val-split val"
-        " --out {output.model} --log-csv {output.log_csv} --report {output.report}"
+        " --out {output.model} --log-csv {output.log_csv} --out-txt {output.report}"
         " {params.net} {params.train} --seed {params.seed} --threads {threads} 2> {log}"
 
 
@@ -293,7 +293,7 @@ rule eval_wsol:
     shell:
         "python -m c2am.stages.eval_wsol --manifest {input.manifest} --gt {input.gt} --split test"
         " --held-out-split val --localizer-boxes {input.localizer} --c2am-boxes {input.c2am}"
-        " --box-threshold {input.threshold} --class-scores {input.scores} --maps-dir {input.maps}"
+        " --threshold-json {input.threshold} --class-scores {input.scores} --maps-dir {input.maps}"
         " --held-out-maps {input.val_maps} {params.eval} --out-txt {output.txt} --out-json {output.json}"
         " --threads {threads} 2> {log}"
 

@@ -3,14 +3,14 @@ WSOL = config["wsol"]
 WSOL_DATA = WSOL["dataset"]
 WSOL_MANIFEST = "artifacts/wsol/dataset/manifest.json"
 WSOL_GT = "artifacts/wsol/dataset/gt.json"
-WSOL_TAU = WSOL["boxes"]["tau"]
+WSOL_THRESHOLD = WSOL["boxes"]["threshold"]
 
 
 def wsol_threshold_inputs(wildcards):
     """What box_threshold reads: the val maps and GT for `val`, the train maps for Otsu, nothing when fixed."""
-    if WSOL_TAU == "val":
+    if WSOL_THRESHOLD == "val":
         return {"val_maps": "artifacts/wsol/c2am/maps/val", "gt": WSOL_GT}
-    if WSOL_TAU in ("otsu", "otsu3"):
+    if WSOL_THRESHOLD in ("otsu", "otsu3"):
         return {"train_maps": "artifacts/wsol/c2am/maps/train"}
     return {}
 

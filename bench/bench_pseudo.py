@@ -23,7 +23,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from c2am.refine import background_from_cue, refine_labels, refine_sweep, tau_grid  # noqa: E402
+from c2am.refine import background_from_cue, refine_labels, refine_sweep  # noqa: E402
+from c2am.thresholds import threshold_grid  # noqa: E402
 from c2am.crf import crf_present_labels  # noqa: E402
 
 SIZES = ((375, 500), (128, 128))  # (height, width)
@@ -65,7 +66,7 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    taus = tau_grid(0.05, 0.75, 0.05)
+    taus = threshold_grid(0.05, 0.75, 0.05)
     print(f"{'size':>9}  {'label CRF':>10}  {'refine (cue)':>12}  {'tau sweep x15':>13}")
     for h, w in SIZES:
         image, noisy, cams, cue = scene(h, w, rng)

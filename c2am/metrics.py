@@ -262,11 +262,6 @@ def box_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def box_hit(box, gt_boxes, iou: float = 0.5) -> bool:
-    """GT-known localisation hit: ``box`` overlaps some GT box with IoU >= ``iou`` (no box is a miss)."""
-    return box is not None and any(box_iou(box, g) >= iou for g in gt_boxes)
-
-
 def largest_component_box(mask: np.ndarray) -> list[int] | None:
     """Inclusive ``[x1, y1, x2, y2]`` box of the largest 8-connected region of ``mask``; None if it is empty.
 

@@ -29,6 +29,14 @@ THREAD_ENV_VARS = (
 )
 
 
+ITEMS_PER_WORKER = 400  # a worker process costs about 3 s to start (torch import), some 400 maps' work
+
+
+def pool_size(items: int, threads: int) -> int:
+    """Worker processes for ``items`` cheap per-map jobs: at most ``threads``, one per ITEMS_PER_WORKER items."""
+    return max(1, min(int(threads or 1), items // ITEMS_PER_WORKER))
+
+
 def map_items(
     fn: Callable[[T], R],
     items: Iterable[T],

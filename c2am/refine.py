@@ -123,11 +123,3 @@ def refine_sweep(cams: np.ndarray, classes: Sequence[int], taus: Sequence[float]
     peak = np.take_along_axis(cams, best[None], axis=0)[0]
     cls = classes[best].astype(np.uint8)
     return np.where(peak[None] > taus[:, None, None], cls[None], np.uint8(0)).astype(np.uint8)
-
-
-def tau_grid(start: float, stop: float, step: float) -> list[float]:
-    """start, start + step, ... up to stop inclusive, rounded to 4 decimals (no float drift: 0.15, not 0.1500001)."""
-    if step <= 0 or stop < start:
-        raise ValueError(f"bad tau sweep start={start} stop={stop} step={step}")
-    n = int(np.floor((stop - start) / step + 1e-6)) + 1
-    return [round(start + i * step, 4) for i in range(n)]

@@ -20,7 +20,7 @@ from c2am.io import InputError
 from c2am.metrics import BinaryAUC, BinaryIoU, ConfusionMatrix, DistractorShare
 from c2am.parallel import map_items
 from c2am.refine import refine_sweep
-from c2am.thresholds import image_threshold, map_histogram, otsu_from_histogram
+from c2am.thresholds import ORACLE_SWEEP, image_threshold, map_histogram, otsu_from_histogram
 
 CHUNK_IMAGES = 16  # images per worker task: the manifest is pickled once per task, not once per image
 MAX_LISTED = 3  # missing files named in the error message
@@ -123,9 +123,7 @@ def sweep_confusions(manifest, split: str, cams_dir: Path, taus: list[float], th
 
 # ----------------------------------------------------------------------------- C2AM maps and cues (eval_c2am)
 
-MAP_AUC_BINS = 1024
-# Thresholds of the oracle sweep of the raw map (IoU from the AUC histograms, so the sweep is free).
-MAP_SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
+MAP_AUC_BINS = 1024  # the oracle sweep (ORACLE_SWEEP) reads its IoUs off these histograms, so it is free
 
 
 def _c2am_image(image_id: str, manifest, maps_dir: Path, cues_dir: Path, record: dict, fixed: float) -> dict:
@@ -176,7 +174,8 @@ def score_c2am(manifest, split: str, maps_dir, cues_dir, record: dict, fixed_thr
 
     ``record``: the cue stage's threshold record (checked); ``fixed_threshold``: the paper's t, scored beside;
     ``crf``: the cue CRF's settings for the CRF cues at fixed t and (``oracle_cues``) at the oracle threshold.
-    The oracle threshold is the best map threshold of :data:`MAP_SWEEP` on this very split (chosen with GT).
+    The oracle threshold is the best map threshold of :data:`c2am.thresholds.ORACLE_SWEEP` on this very split
+    (chosen with GT).
     """
     maps_dir, cues_dir = Path(maps_dir), Path(cues_dir)
     ids = manifest.require_gt_ids(split)  # the images with a GT mask (all, unless a folder dataset's subset)
@@ -184,7 +183,7 @@ def score_c2am(manifest, split: str, maps_dir, cues_dir, record: dict, fixed_thr
                  fixed=fixed_threshold)
     per_image = map_items(fn, ids, threads=threads, desc="score c2am")
     auc = _merged(per_image, "auc")
-    sweep = {t: auc.iou_at(t) for t in MAP_SWEEP}
+    sweep = {t: auc.iou_at(t) for t in ORACLE_SWEEP}
     oracle_t = max(sweep, key=sweep.get)
     scores = {
         "map_fg_iou": _merged(per_image, "map_used").compute(),

@@ -7,7 +7,7 @@ Conventions (docs/method.md §10):
 - A score map is first min-max normalised per image (:func:`normalize_scoremap`, constant maps -> zeros) and
   binarised at 8 bits, ``uint8(255 s) > int(255 tau)``, as the "Evaluating WSOL methods right" code
   (clovaai/wsolevaluation, ``evaluation.py``) does; the map thresholds are ``0, h, 2h, ... < 1``
-  (``cam_curve_interval`` h, 0.01 there).
+  (``cam_curve_interval`` h, 0.01 there; :func:`c2am.thresholds.cam_curve_grid`).
 - MaxBoxAccV2 (Choe et al., CVPR 2020, the "V2" box metric of that code): for each IoU threshold delta in
   {0.3, 0.5, 0.7}, BoxAcc(delta, tau) is the share of images where SOME box of the binarised map (the bounding
   box of every contour OpenCV finds with ``RETR_TREE``: each 8-connected region and each of its holes) has
@@ -16,7 +16,8 @@ Conventions (docs/method.md §10):
   it on a held-out split instead.
 - A box regressor has no map threshold: its BoxAccV2 is the mean over delta of the share of images whose one
   box has IoU >= delta with some GT box (the same formula with a single tau).
-- GT-known localisation: IoU >= 0.5 with some GT box, whatever the class. Top-k localisation: the GT class
+- GT-known localisation (:func:`gt_known_loc`): IoU >= 0.5 with some GT box, whatever the class; it is
+  BoxAcc at delta 0.5, for one box per image. Top-k localisation: the GT class
   among the k best-scored classes AND IoU >= 0.5. Top-k classification: the GT class among the k best.
 """
 
@@ -28,6 +29,7 @@ import numpy as np
 from c2am.metrics import box_iou
 
 DEFAULT_IOU_THRESHOLDS = (0.3, 0.5, 0.7)
+GT_KNOWN_IOU = 0.5
 
 
 def normalize_scoremap(score: np.ndarray) -> np.ndarray:
@@ -41,13 +43,6 @@ def normalize_scoremap(score: np.ndarray) -> np.ndarray:
     if hi == lo:
         return np.zeros_like(score)
     return (score - lo) / (hi - lo)
-
-
-def threshold_grid(interval: float) -> np.ndarray:
-    """Map thresholds 0, h, 2h, ... below 1 (``np.arange(0, 1, h)``, rounded to 6 decimals)."""
-    if not 0 < interval < 1:
-        raise ValueError(f"cam_curve_interval must lie in (0, 1), got {interval}")
-    return np.round(np.arange(0.0, 1.0, interval), 6)
 
 
 def binarize(score: np.ndarray, tau: float) -> np.ndarray:
@@ -78,12 +73,19 @@ def iou_curve(score: np.ndarray, gt_boxes, taus) -> np.ndarray:
     return np.array([best_iou(contour_boxes(binarize(score, t)), gt_boxes) for t in taus], dtype=np.float64)
 
 
-def box_accuracy(curves: np.ndarray, delta: float) -> np.ndarray:
-    """BoxAcc(delta, tau) for every tau: share of images (rows of an N x T IoU array) with IoU >= delta."""
-    curves = np.asarray(curves, dtype=np.float64)
-    if curves.ndim != 2 or curves.shape[0] == 0:
-        raise ValueError(f"expected an N x T array of IoUs with N >= 1, got shape {curves.shape}")
-    return (curves >= delta).mean(axis=0)
+def box_accuracy(ious: np.ndarray, delta: float) -> np.ndarray:
+    """BoxAcc(delta): share of images (axis 0) whose IoU reaches ``delta``; ``ious`` is N (one box per image) or
+    N x T (per map threshold), giving a number or one share per threshold."""
+    ious = np.asarray(ious, dtype=np.float64)
+    if ious.ndim not in (1, 2) or ious.shape[0] == 0:
+        raise ValueError(f"expected N or N x T IoUs with N >= 1, got shape {ious.shape}")
+    return (ious >= delta).mean(axis=0)
+
+
+def gt_known_loc(ious: np.ndarray) -> np.ndarray:
+    """GT-known localisation: share of images (axis 0 of N or N x T IoUs) whose box has IoU >= 0.5 with some GT
+    box (no box: IoU 0, a miss)."""
+    return box_accuracy(ious, GT_KNOWN_IOU)
 
 
 def best_threshold_index(accuracy: np.ndarray) -> int:
@@ -118,7 +120,7 @@ def box_acc_v2(ious, deltas=DEFAULT_IOU_THRESHOLDS) -> dict:
     ious = np.asarray(ious, dtype=np.float64)
     if ious.ndim != 1 or ious.size == 0:
         raise ValueError(f"expected one IoU per image, got shape {ious.shape}")
-    per = {f"{d:g}": float((ious >= d).mean()) for d in deltas}
+    per = {f"{d:g}": float(box_accuracy(ious, d)) for d in deltas}
     return {"per_iou": per, "maxboxacc_v2": float(np.mean(list(per.values())))}
 
 
@@ -141,11 +143,11 @@ def topk_correct(scores: np.ndarray, labels, k: int) -> np.ndarray:
     return (order == labels[:, None]).any(axis=1)
 
 
-def localization_scores(ious: np.ndarray, scores: np.ndarray, labels, iou: float = 0.5, ks=(1, 5)) -> dict:
+def localization_scores(ious: np.ndarray, scores: np.ndarray, labels, ks=(1, 5)) -> dict:
     """GT-known, top-k localisation and top-k classification (shares in [0, 1]) of one box per image."""
     ious = np.asarray(ious, dtype=np.float64)
-    hit = ious >= iou
-    out = {"gt_known_loc": float(hit.mean())}
+    hit = ious >= GT_KNOWN_IOU
+    out = {"gt_known_loc": float(gt_known_loc(ious))}
     for k in ks:
         correct = topk_correct(scores, labels, min(k, np.asarray(scores).shape[1]))
         out[f"top{k}_loc"] = float((hit & correct).mean())

@@ -13,7 +13,6 @@ from c2am.data.synthetic import generate_voc_tree
 from c2am.data.voc import build_manifest
 from c2am import losses
 from c2am.io import InputError, load_checkpoint, load_label_png, save_checkpoint
-from c2am.metrics import box_hit
 from c2am.models.c2am_net import C2AM, decide_inverted, load_c2am
 from c2am.polarity import measure_polarity
 from c2am.stages import c2am_boxes, cue_threshold, eval_c2am, extract_cues, infer_c2am, train_c2am
@@ -177,13 +176,6 @@ def test_maps_cues_report_and_boxes(tiny, trained, tmp_path):
     for box in boxes.values():
         x1, y1, x2, y2 = box
         assert 0 <= x1 <= x2 < 32 and 0 <= y1 <= y2 < 32
-
-
-def test_box_hit_iou_edge():
-    assert box_hit([0, 0, 9, 9], [[50, 50, 60, 60], [0, 0, 9, 7]])  # IoU 0.8 with the second
-    assert box_hit([0, 0, 9, 9], [[0, 0, 4, 9]])  # IoU 50/100 = 0.5 counts (>=)
-    assert not box_hit([0, 0, 9, 9], [[0, 0, 3, 9]])  # IoU 40/100
-    assert not box_hit(None, [[0, 0, 9, 9]])
 
 
 def test_infer_rejects_checkpoint_without_polarity(tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from c2am.data.wsol import BoxDataset
+from c2am.data.datasets import BoxDataset, box_crop_window, box_to_unit, unit_to_box
 from c2am.io import InputError, save_checkpoint
 from c2am.models.localizer import (
     Localizer,
@@ -54,6 +54,22 @@ class _Manifest:
 
     def load_image(self, image_id):
         return self.image
+
+
+def test_unit_boxes_round_trip_and_cover_the_pixels():
+    # columns 3..13 of a 24-wide image: edges 3 and 14
+    assert box_to_unit([3, 4, 13, 9], (20, 24)).tolist() == pytest.approx([3 / 24, 4 / 20, 14 / 24, 10 / 20])
+    for box in ([3, 4, 13, 9], [0, 0, 23, 19], [5, 6, 5, 6]):
+        assert unit_to_box(box_to_unit(box, (20, 24)), (20, 24)) == box
+    assert unit_to_box([-0.2, 0.5, 1.3, 0.5], (20, 24)) == [0, 10, 23, 10]  # clipped, never empty
+
+
+def test_crop_window_keeps_the_whole_box():
+    torch.manual_seed(0)
+    for _ in range(200):
+        top, left, h, w = box_crop_window((60, 80), [30, 20, 49, 39], (0.3, 1.0))
+        assert 0 <= top and top + h <= 60 and 0 <= left and left + w <= 80
+        assert left <= 30 and 49 < left + w and top <= 20 and 39 < top + h
 
 
 def test_box_dataset_crops_keep_and_flips_mirror_the_box():

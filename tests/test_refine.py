@@ -14,7 +14,6 @@ from c2am.refine import (
     refine_labels,
     refine_sweep,
     robust_labels,
-    tau_grid,
 )
 from c2am.stages import crf_labels, eval_pseudo, refine_cams
 from c2am.stages import robust_labels as robust
@@ -90,11 +89,6 @@ def test_sweep_equals_per_tau_refinement():
     sweep = refine_sweep(cams, [1, 4, 6], taus)
     for t, labels in zip(taus, sweep):
         np.testing.assert_array_equal(labels, refine_labels(cams, [1, 4, 6], t))
-
-
-def test_tau_grid_inclusive_and_rounded():
-    grid = tau_grid(0.05, 0.75, 0.05)
-    assert len(grid) == 15 and grid[0] == 0.05 and grid[-1] == 0.75 and grid[2] == 0.15
 
 
 # ----------------------------------------------------------------------------- label CRF

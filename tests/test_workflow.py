@@ -63,6 +63,10 @@ def test_every_job_rule_has_threads_and_resources_in_the_profile():
 
     defaults = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
     files = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
-    rules = {name for f in files for name in re.findall(r"^rule (\w+):", f.read_text(), re.M)} - {"all", "wsol"}
+    # a rule of its own (`rule x:`) or a reused one (`use rule y as x with:`)
+    pattern = r"^(?:rule (\w+):|use rule \w+ as (\w+))"
+    found = {name for f in files for match in re.findall(pattern, f.read_text(), re.M) for name in match if name}
+    rules = found - {"all", "wsol"}
+    assert {"wsol_train_c2am", "test_boxes"} <= rules  # the reused rules are seen
     assert rules - set(defaults["set-threads"]) == set()
     assert rules - set(defaults["set-resources"]) == set()

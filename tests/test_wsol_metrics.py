@@ -1,10 +1,9 @@
 """WSOL metrics against hand-computed cases: score-map normalisation and 8-bit thresholds, contour boxes,
-BoxAcc / MaxBoxAcc / MaxBoxAccV2 (oracle and held-out thresholds), the regressor's BoxAccV2, top-k."""
+BoxAcc / MaxBoxAcc / MaxBoxAccV2 (oracle and held-out thresholds), the regressor's BoxAccV2, GT-known, top-k."""
 
 import numpy as np
 import pytest
 
-from c2am.wsol_boxes import map_box, resolve_box_threshold
 from c2am.wsol_metrics import (
     best_threshold_index,
     binarize,
@@ -12,11 +11,11 @@ from c2am.wsol_metrics import (
     box_accuracy,
     box_ious,
     contour_boxes,
+    gt_known_loc,
     iou_curve,
     localization_scores,
     max_box_acc,
     normalize_scoremap,
-    threshold_grid,
     topk_correct,
     transfer_thresholds,
 )
@@ -30,7 +29,6 @@ def test_normalisation_and_the_8_bit_threshold():
     assert binarize(s, 0.25).tolist() == [[False, False], [True, True]]  # 63 > 63 is False
     assert binarize(s, 0.24).tolist() == [[False, True], [True, True]]  # 63 > 61
     assert binarize(s, 0.0).tolist() == [[False, True], [True, True]]  # 0 > 0 is False
-    assert threshold_grid(0.25).tolist() == [0.0, 0.25, 0.5, 0.75]
 
 
 def test_contour_boxes_are_inclusive_and_include_holes():
@@ -40,7 +38,6 @@ def test_contour_boxes_are_inclusive_and_include_holes():
     mask[9, 11] = True  # and one more pixel
     boxes = sorted(contour_boxes(mask))
     assert boxes == sorted([[2, 1, 8, 7], [3, 2, 6, 5], [11, 9, 11, 9]])  # the hole's contour runs around it
-    assert map_box(mask.astype(np.float32), 0.5) == [2, 1, 8, 7]  # largest 8-connected region only
 
 
 def test_iou_curve_box_accuracy_and_max_box_acc():
@@ -91,20 +88,15 @@ def test_regressor_box_acc_v2_and_localisation_scores():
     assert out == {"gt_known_loc": 0.75, "top1_loc": 0.25, "top1_cls": 0.5, "top2_loc": 0.5, "top2_cls": 0.75}
 
 
-def test_box_threshold_from_the_held_out_split(tmp_path):
-    from c2am.artifacts import save_map
-
-    # two maps whose object is the 0.5 plateau: taus at or above 0.5 shrink the box to the 1.0 core
-    paths = []
-    for k in range(2):
-        m = np.zeros((10, 10), np.float32)
-        m[1:9, 1:9] = 0.5
-        m[4:6, 4:6] = 1.0
-        save_map(tmp_path / f"{k}.npy", m)
-        paths.append(tmp_path / f"{k}.npy")
-    record = resolve_box_threshold("val", paths, [[[1, 1, 8, 8]]] * 2, interval=0.25, split="val")
-    # grid 0, 0.25, 0.5, 0.75: GT-known 1, 1, 0, 0 -> the middle of the tie (0, 0.25) is its lower middle, 0
-    assert record["sweep"] == {"0": 1.0, "0.25": 1.0, "0.5": 0.0, "0.75": 0.0}
-    assert record["threshold"] == 0.0 and record["method"] == "val" and record["gt_known_loc"] == 1.0
-    fixed = resolve_box_threshold(0.3, [], None, 0.25, None)
-    assert fixed == {"method": "fixed", "threshold": 0.3, "split": None, "images": 0}
+def test_gt_known_is_iou_at_least_half_with_some_gt_box():
+    # Hand-computed IoUs of the 10 x 10 box [0, 0, 9, 9] (area 100): no box is a miss.
+    boxes = [[0, 0, 9, 9], [0, 0, 9, 9], [0, 0, 9, 9], None]
+    gt = [[[50, 50, 60, 60], [0, 0, 9, 7]],  # 80 / 100 with the second GT box
+          [[0, 0, 4, 9]],  # 50 / 100: exactly 0.5 counts
+          [[0, 0, 3, 9]],  # 40 / 100
+          [[0, 0, 9, 9]]]
+    ious = box_ious(boxes, gt)
+    assert ious.tolist() == pytest.approx([0.8, 0.5, 0.4, 0.0])
+    assert gt_known_loc(ious) == 0.5
+    # N x T (a sweep): one share per column
+    assert gt_known_loc(np.array([[0.5, 0.49], [0.7, 0.2], [0.0, 1.0]])).tolist() == pytest.approx([2 / 3, 1 / 3])

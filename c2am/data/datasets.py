@@ -4,7 +4,8 @@ Images leave here as float tensors in [0, 1] (CHW, not normalised: the trunk nor
 Augmentation uses torchvision.transforms.v2, so an image and its mask (a ``tv_tensors.Mask``) are
 transformed jointly. The v2 transforms draw from torch's global RNG, which the training loop reseeds
 per epoch; that keeps runs and resumed runs reproducible. Inference reads full-resolution images
-through ``c2am.inference.InferenceDataset`` / ``iterate_images``.
+through ``c2am.inference.InferenceDataset`` / ``iterate_images``. The localizer (WSOL) learns from
+:class:`BoxDataset`: box-preserving crops and the box as unit edges (:func:`box_to_unit`, :func:`unit_to_box`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from c2am.artifacts import load_cue
 from c2am.data.voc import Manifest, image_size
+from c2am.data.wsol import check_box, round_half_up
 from c2am.io import IGNORE, InputError
 
 
@@ -151,3 +154,88 @@ class CueDataset(Dataset):
         mask = tv_tensors.Mask(torch.from_numpy(cue.astype(np.uint8)))
         image, mask = self.transform(to_image_tensor(image), mask)
         return image, mask.long()
+
+
+# ----------------------------------------------------------------------------- the localizer's boxes (WSOL)
+
+
+def box_to_unit(box, size: tuple[int, int]) -> np.ndarray:
+    """Inclusive pixel box [x1, y1, x2, y2] -> edges [x1, y1, x2 + 1, y2 + 1] / (W, H, W, H), float32 in [0, 1]."""
+    h, w = size
+    x1, y1, x2, y2 = box
+    return np.array([x1 / w, y1 / h, (x2 + 1) / w, (y2 + 1) / h], dtype=np.float32)
+
+
+def unit_to_box(unit, size: tuple[int, int]) -> list[int]:
+    """Inverse of :func:`box_to_unit`, rounded to pixels and clipped to the image (always a valid box)."""
+    h, w = size
+    u = np.clip(np.asarray(unit, dtype=np.float64), 0.0, 1.0)
+    x1 = min(w - 1, round_half_up(u[0] * w))
+    y1 = min(h - 1, round_half_up(u[1] * h))
+    x2 = max(x1, min(w - 1, round_half_up(u[2] * w) - 1))
+    y2 = max(y1, min(h - 1, round_half_up(u[3] * h) - 1))
+    return [x1, y1, x2, y2]
+
+
+def box_crop_window(size: tuple[int, int], box, scale: tuple[float, float]) -> tuple[int, int, int, int]:
+    """A random crop (top, left, height, width) that contains the whole inclusive ``box`` (PSOL-style).
+
+    The crop's side ratios to the image are drawn uniformly in ``scale`` (then widened to fit the box), its
+    position uniformly among those that keep the box inside. Draws from torch's global RNG.
+    """
+    h, w = size
+    x1, y1, x2, y2 = box
+    bw, bh = x2 - x1 + 1, y2 - y1 + 1
+    lo, hi = scale
+    r = torch.empty(4).uniform_(0.0, 1.0).tolist()
+    cw = max(bw, min(w, round_half_up(w * (lo + (hi - lo) * r[0]))))
+    ch = max(bh, min(h, round_half_up(h * (lo + (hi - lo) * r[1]))))
+    left_lo, left_hi = max(0, x2 + 1 - cw), min(x1, w - cw)
+    top_lo, top_hi = max(0, y2 + 1 - ch), min(y1, h - ch)
+    left = left_lo + int(r[2] * (left_hi - left_lo + 1) - 1e-9) if left_hi > left_lo else left_lo
+    top = top_lo + int(r[3] * (top_hi - top_lo + 1) - 1e-9) if top_hi > top_lo else top_lo
+    return top, left, ch, cw
+
+
+class BoxDataset(Dataset):
+    """(image 3 x S x S float in [0, 1], target box float32 (4,) as unit edges) for the localizer.
+
+    ``boxes``: image id -> inclusive pixel box (the pseudo boxes) for every id of ``ids``. Training view
+    (``train=True``): a random crop containing the whole box (:func:`box_crop_window`, side ratios in
+    ``crop_scale``), resized to S x S, flipped with probability 0.5; the box follows. Otherwise the whole image
+    resized to S x S.
+    """
+
+    def __init__(self, manifest: Manifest, ids: list[str], boxes: dict, size: int, crop_scale=(0.6, 1.0),
+                 train: bool = True):
+        missing = [i for i in ids if boxes.get(i) is None]
+        if missing:
+            raise InputError(f"pseudo boxes: no box for {len(missing)} of {len(ids)} images (e.g. {missing[0]})")
+        self.manifest = manifest
+        self.ids = list(ids)
+        self.boxes = boxes
+        self.size = int(size)
+        self.crop_scale = tuple(crop_scale)
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int):
+        image_id = self.ids[index]
+        pixels = self.manifest.load_image(image_id)
+        h, w = pixels.shape[:2]
+        box = list(self.boxes[image_id])
+        check_box(box, (h, w), f"pseudo box of {image_id}")
+        image = torch.from_numpy(pixels).permute(2, 0, 1)
+        if self.train:
+            top, left, ch, cw = box_crop_window((h, w), box, self.crop_scale)
+            image = image[:, top:top + ch, left:left + cw]
+            box = [box[0] - left, box[1] - top, box[2] - left, box[3] - top]
+            h, w = ch, cw
+        target = box_to_unit(box, (h, w))
+        image = TF.resize(image, [self.size, self.size], antialias=True)
+        if self.train and torch.rand(()) < 0.5:
+            image = image.flip(-1)
+            target = np.array([1.0 - target[2], target[1], 1.0 - target[0], target[3]], dtype=np.float32)
+        return image.float().div_(255.0), torch.from_numpy(target)

@@ -2,7 +2,7 @@
 
 ``--threshold val`` sweeps the threshold grid on the held-out ``val`` split and keeps the best GT-known
 localisation of the largest-region boxes (its GT boxes are read; the test split's never are); ``otsu`` /
-``otsu3`` come from the training maps without GT; a number is used as is (c2am.wsol_boxes, docs/method.md §10).
+``otsu3`` come from the training maps without GT; a number is used as is (c2am.thresholds, docs/method.md §10).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
 from c2am.io import InputError, save_json
 from c2am.runtime import run_stage, set_threads
-from c2am.wsol_boxes import parse_box_threshold, resolve_box_threshold
+from c2am.thresholds import BOX_METHODS, parse_threshold, resolve_box_threshold
 
 log = logging.getLogger("c2am.box_threshold")
 
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
-    args.threshold = parse_box_threshold(args.threshold, "--threshold")
+    args.threshold = parse_threshold(str(args.threshold), "--threshold", methods=BOX_METHODS)
     return args
 
 

@@ -1,7 +1,8 @@
 """Class-agnostic boxes (WSOL) from C2AM maps and their GT-known localisation accuracy.
 
-Box of an image = bounding box of the largest 8-connected region of map > tau, as 0-based inclusive
-pixel coordinates [x1, y1, x2, y2] (null when no pixel exceeds tau; such an image counts as a miss).
+Box of an image = bounding box of the largest 8-connected region of map > tau (the stored map, not
+normalised: c2am.thresholds.map_box), as 0-based inclusive pixel coordinates [x1, y1, x2, y2] (null when no
+pixel exceeds tau; such an image counts as a miss).
 GT-known localisation = share of images whose box has IoU >= 0.5 with any GT box (Annotations XML), over the
 images that have a GT box (a COCO image may have none; a folder dataset has no boxes at all: the report then says
 ``gt_known_loc: no ground truth: not scored``, and the boxes are written all the same).
@@ -24,15 +25,13 @@ from c2am import defaults
 from c2am.artifacts import load_map, require_files, save_boxes
 from c2am.data.voc import Manifest
 from c2am.io import save_text
-from c2am.metrics import box_hit, largest_component_box
 from c2am.parallel import map_items
 from c2am.runtime import run_stage, set_threads
 from c2am.summary import NOT_SCORED
-from c2am.thresholds import DATASET_METHODS, parse_threshold, resolve_threshold
+from c2am.thresholds import DATASET_METHODS, ORACLE_SWEEP, map_box, parse_threshold, resolve_threshold
+from c2am.wsol_metrics import box_ious, gt_known_loc
 
 log = logging.getLogger("c2am.c2am_boxes")
-
-SWEEP = tuple(round(0.05 * k, 2) for k in range(1, 20))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,11 +54,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def boxes_for_image(image_id: str, manifest: Manifest, maps_dir: Path, taus: tuple[float, ...]) -> dict:
-    """Boxes at every tau in ``taus`` and their hits against the image's GT boxes (None: no GT box to score)."""
+    """Boxes at every tau in ``taus`` and their IoUs with the image's GT boxes (None: no GT box to score)."""
     fmap = load_map(maps_dir / f"{image_id}.npy")
     gt = [b for _, b in manifest.gt_boxes(image_id)] if manifest.has_boxes else []
-    boxes = [largest_component_box(fmap > t) for t in taus]
-    return {"boxes": boxes, "hits": [box_hit(b, gt) for b in boxes] if gt else None}
+    boxes = [map_box(fmap, t, normalise=False) for t in taus]
+    return {"boxes": boxes, "ious": box_ious(boxes, [gt] * len(boxes)) if gt else None}
 
 
 def format_report(acc: float | None, tau: float, method: str, n: int, empty: int, sweep: dict[float, float],
@@ -90,16 +89,18 @@ def main(argv=None) -> dict:
     ids = manifest.ids(args.split)
     record = resolve_threshold(args.threshold, require_files(maps_dir, ids, ".npy", "map"), args.threads)
     tau, method = record["threshold"], record["method"]
-    taus = (tau,) + SWEEP
+    taus = (tau,) + ORACLE_SWEEP
     fn = partial(boxes_for_image, manifest=manifest, maps_dir=maps_dir, taus=taus)
     results = map_items(fn, ids, threads=args.threads, desc="c2am boxes")
     boxes = {i: r["boxes"][0] for i, r in zip(ids, results)}
-    hits = [r["hits"] for r in results if r["hits"] is not None]
-    acc = float(np.mean([h[0] for h in hits])) if hits else None
-    sweep = {t: float(np.mean([h[k + 1] for h in hits])) for k, t in enumerate(SWEEP)} if hits else {}
+    scored = [r["ious"] for r in results if r["ious"] is not None]
+    acc, sweep = None, {}
+    if scored:
+        loc = gt_known_loc(np.stack(scored))  # column 0: the chosen tau; then the oracle sweep
+        acc, sweep = float(loc[0]), {t: float(a) for t, a in zip(ORACLE_SWEEP, loc[1:])}
     empty = sum(b is None for b in boxes.values())
     save_boxes(args.out, boxes)
-    text = format_report(acc, tau, method, len(ids), empty, sweep, scored=len(hits))
+    text = format_report(acc, tau, method, len(ids), empty, sweep, scored=len(scored))
     save_text(args.out_txt, text)
     sys.stderr.write(text)
     return {"gt_known_loc": acc, "tau": tau, "method": method, "oracle_sweep": sweep}

@@ -25,9 +25,9 @@ import numpy as np
 from c2am import defaults
 from c2am.data.voc import Manifest
 from c2am.io import InputError, save_json, save_text
-from c2am.refine import tau_grid
 from c2am.runtime import run_stage, set_threads
 from c2am.scoring import distractor_share, percent, score_folder, scores_dict, sweep_confusions
+from c2am.thresholds import threshold_grid
 
 log = logging.getLogger("c2am.eval_pseudo")
 
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
         raise InputError(f"--variant: names repeat ({names})")
     if args.distractor_dir is not None and not args.distractor_dir.is_dir():
         raise InputError(f"{args.distractor_dir}: distractor mask folder not found")
-    sweep = tau_grid(*args.tau_sweep)
+    sweep = threshold_grid(*args.tau_sweep)
     taus = sweep + [args.fixed_tau]
     cms = sweep_confusions(manifest, args.split, args.cams_dir, taus, threads)
     sweep_miou = [cm.miou() for cm in cms[: len(sweep)]]

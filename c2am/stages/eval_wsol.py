@@ -21,10 +21,10 @@ from c2am.artifacts import load_boxes, load_map, require_files
 from c2am.data.voc import Manifest
 from c2am.data.wsol import class_index, load_gt
 from c2am.io import InputError, load_json, save_json, save_text
-from c2am.parallel import map_items
+from c2am.parallel import map_items, pool_size
 from c2am.runtime import run_stage, set_threads
-from c2am.wsol_boxes import check_box_record, pool_size
-from c2am.wsol_metrics import iou_curve, threshold_grid
+from c2am.thresholds import cam_curve_grid, check_box_record
+from c2am.wsol_metrics import iou_curve
 from c2am.wsol_report import format_report, score_maps, score_source
 
 log = logging.getLogger("c2am.eval_wsol")
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     gt_boxes = [gt.boxes_of(i) for i in ids]
     scores = class_scores(args.class_scores, ids, manifest.classes[1:])
     deltas = tuple(args.iou_thresholds)
-    taus = threshold_grid(args.cam_curve_interval)
+    taus = cam_curve_grid(args.cam_curve_interval)
     record = load_json(args.threshold_json)
     check_box_record(record, args.threshold_json)
 

@@ -2,7 +2,7 @@
 
 The predicted edges, in units of the image (averaged with those of the mirrored image under ``--flip``), are
 scaled to the image's size and rounded to a 0-based inclusive pixel box ``[x1, y1, x2, y2]``
-(c2am.data.wsol.unit_to_box; docs/method.md §10). Written as a boxes JSON (c2am.artifacts).
+(c2am.data.datasets.unit_to_box; docs/method.md §10). Written as a boxes JSON (c2am.artifacts).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from c2am import defaults
 from c2am.artifacts import save_boxes
+from c2am.data.datasets import unit_to_box
 from c2am.data.voc import Manifest
-from c2am.data.wsol import unit_to_box
 from c2am.inference import iterate_images
 from c2am.models.localizer import load_localizer, predict_unit_box
 from c2am.runtime import pick_device, run_stage, set_threads

@@ -1,7 +1,7 @@
 """WSOL: the class-agnostic box of each image of a split from its C2AM map, at the recorded threshold.
 
 Box = bounding box of the largest 8-connected region of the min-max normalised map above the threshold of
-``--threshold-json`` (box_threshold), 0-based inclusive ``[x1, y1, x2, y2]`` or null (c2am.wsol_boxes). On
+``--threshold-json`` (box_threshold), 0-based inclusive ``[x1, y1, x2, y2]`` or null (c2am.thresholds). On
 the train split these are the localizer's pseudo boxes; on the test split the C2AM boxes that are scored
 beside the localizer's. With ``--gt`` and ``--out-txt`` their GT-known localisation on the split is reported
 (on train a transductive diagnostic of the pseudo boxes: those GT boxes are read for that report only).
@@ -22,10 +22,10 @@ from c2am.artifacts import load_map, require_files, save_boxes
 from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
 from c2am.io import InputError, load_json, save_text
-from c2am.parallel import map_items
+from c2am.parallel import map_items, pool_size
 from c2am.runtime import run_stage, set_threads
-from c2am.wsol_boxes import check_box_record, map_box, pool_size
-from c2am.wsol_metrics import box_ious
+from c2am.thresholds import check_box_record, map_box
+from c2am.wsol_metrics import box_ious, gt_known_loc
 
 log = logging.getLogger("c2am.map_boxes")
 
@@ -51,7 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def box_of(path: Path, tau: float):
-    return map_box(load_map(path), tau)
+    return map_box(load_map(path), tau, normalise=True)
 
 
 def main(argv=None) -> dict:
@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
     if args.gt is not None:
         gt = load_gt(args.gt)
         ious = box_ious([boxes[i] for i in ids], [gt.boxes_of(i) for i in ids])
-        out["gt_known_loc"] = float((ious >= 0.5).mean())
+        out["gt_known_loc"] = float(gt_known_loc(ious))
         text = (f"gt_known_loc: {out['gt_known_loc']:.4f}\n"
                 f"split: {args.split} ({len(ids)} images; {empty} without a box)\n"
                 f"tau: {tau:.4f} (from {args.threshold_json})\n"

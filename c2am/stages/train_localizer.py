@@ -20,8 +20,8 @@ from pathlib import Path
 
 from c2am import defaults, distributed
 from c2am.artifacts import load_boxes
+from c2am.data.datasets import BoxDataset
 from c2am.data.voc import Manifest
-from c2am.data.wsol import BoxDataset
 from c2am.io import InputError
 from c2am.models.backbone import TRUNK_NAMES
 from c2am.models.localizer import box_loss, build_localizer

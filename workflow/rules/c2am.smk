@@ -43,10 +43,11 @@ rule infer_c2am:
     resources:
         **rule_resources("infer_c2am"),
     params:
+        split="train",
         infer=flags(C2AM["infer"]),
         shard=shard_flag,
     shell:
-        "python -m c2am.stages.infer_c2am --manifest {input.manifest} --split train"
+        "python -m c2am.stages.infer_c2am --manifest {input.manifest} --split {params.split}"
         " --checkpoint {input.model} --out-dir {output.maps} {params.infer} {params.shard} --threads {threads} 2> {log}"
 
 

@@ -36,7 +36,8 @@ rule prepare_wsol:
         " --out-manifest {output.manifest} --out-gt {output.gt} 2> {log}"
 
 
-rule wsol_train_c2am:
+# C2AM and its maps are the WSSS rules (workflow/rules/c2am.smk) on the WSOL manifest; val and test maps too.
+use rule train_c2am as wsol_train_c2am with:
     input:
         manifest=WSOL_MANIFEST,
     output:
@@ -46,22 +47,12 @@ rule wsol_train_c2am:
         "logs/wsol_train_c2am.log",
     benchmark:
         "benchmarks/wsol_train_c2am.tsv"
-    conda:
-        ENV
     threads: rule_threads("wsol_train_c2am")
     resources:
         **rule_resources("wsol_train_c2am"),
-    params:
-        seed=SEED,
-        net=flags(config["c2am"], exclude=("train", "infer", "cues", "boxes")),
-        train=flags(config["c2am"]["train"]),
-    shell:
-        "python -m c2am.stages.train_c2am --manifest {input.manifest} --split train"
-        " --out {output.model} --log-csv {output.log_csv} {params.net} {params.train}"
-        " --seed {params.seed} --threads {threads} 2> {log}"
 
 
-rule wsol_infer_c2am:
+use rule infer_c2am as wsol_infer_c2am with:
     input:
         manifest=WSOL_MANIFEST,
         model="artifacts/wsol/c2am/model.pt",
@@ -73,16 +64,12 @@ rule wsol_infer_c2am:
         "benchmarks/wsol_infer_c2am_{split}.tsv"
     wildcard_constraints:
         split="train|val|test",
-    conda:
-        ENV
     threads: rule_threads("wsol_infer_c2am")
     resources:
         **rule_resources("wsol_infer_c2am"),
     params:
-        infer=flags(config["c2am"]["infer"]),
-    shell:
-        "python -m c2am.stages.infer_c2am --manifest {input.manifest} --split {wildcards.split}"
-        " --checkpoint {input.model} --out-dir {output.maps} {params.infer} --threads {threads} 2> {log}"
+        split="{split}",
+        shard="",
 
 
 # One map threshold for every class-agnostic box: chosen on the held-out val split (threshold: val), never on test.
@@ -134,31 +121,31 @@ rule pseudo_boxes:
     threads: rule_threads("pseudo_boxes")
     resources:
         **rule_resources("pseudo_boxes"),
+    params:
+        split="train",
+        report=map_boxes_report_flags,
     shell:
-        "python -m c2am.stages.map_boxes --manifest {input.manifest} --split train --maps-dir {input.maps}"
-        " --threshold-json {input.threshold} --out {output.boxes} --gt {input.gt} --out-txt {output.report}"
-        " --threads {threads} 2> {log}"
+        "python -m c2am.stages.map_boxes --manifest {input.manifest} --split {params.split} --maps-dir {input.maps}"
+        " --threshold-json {input.threshold} --out {output.boxes} {params.report} --threads {threads} 2> {log}"
 
 
-rule test_boxes:
+# The C2AM boxes of the test split, scored beside the localizer's: the same rule, without the GT report.
+use rule pseudo_boxes as test_boxes with:
     input:
         manifest=WSOL_MANIFEST,
         maps="artifacts/wsol/c2am/maps/test",
         threshold="artifacts/wsol/c2am/box_threshold.json",
     output:
-        "artifacts/wsol/c2am/boxes_test.json",
+        boxes="artifacts/wsol/c2am/boxes_test.json",
     log:
         "logs/test_boxes.log",
     benchmark:
         "benchmarks/test_boxes.tsv"
-    conda:
-        ENV
     threads: rule_threads("test_boxes")
     resources:
         **rule_resources("test_boxes"),
-    shell:
-        "python -m c2am.stages.map_boxes --manifest {input.manifest} --split test --maps-dir {input.maps}"
-        " --threshold-json {input.threshold} --out {output} --threads {threads} 2> {log}"
+    params:
+        split="test",
 
 
 rule train_localizer:
@@ -209,8 +196,9 @@ rule infer_localizer:
         " --checkpoint {input.model} --out {output} {params.infer} --threads {threads} 2> {log}"
 
 
-# The classifier of the WSSS half, on one-hot labels; scored on the held-out val split after training.
-rule wsol_train_classifier:
+# The classifier of the WSSS half (workflow/rules/pseudo.smk), on one-hot labels; scored on the held-out val
+# split after training.
+use rule train_classifier as wsol_train_classifier with:
     input:
         manifest=WSOL_MANIFEST,
     output:
@@ -225,19 +213,9 @@ rule wsol_train_classifier:
         "logs/wsol_train_classifier.log",
     benchmark:
         "benchmarks/wsol_train_classifier.tsv"
-    conda:
-        ENV
     threads: rule_threads("wsol_train_classifier")
     resources:
         **rule_resources("wsol_train_classifier"),
-    params:
-        seed=SEED,
-        net=flags(config["classifier"], exclude=("train", "infer")),
-        train=flags(config["classifier"]["train"]),
-    shell:
-        "python -m c2am.stages.train_classifier --manifest {input.manifest} --split train --val-split val"
-        " --out {output.model} --log-csv {output.log_csv} --out-txt {output.report}"
-        " {params.net} {params.train} --seed {params.seed} --threads {threads} 2> {log}"
 
 
 rule infer_classes:

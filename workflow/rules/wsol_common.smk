@@ -21,3 +21,10 @@ def wsol_threshold_flags(wildcards, input):
         for key in ("val_maps", "train_maps", "gt")
         if key in input.keys()
     )
+
+
+def map_boxes_report_flags(wildcards, input, output):
+    """map_boxes scores its boxes against the GT boxes where the rule has a report (pseudo_boxes, not test_boxes)."""
+    if "report" not in output.keys():
+        return ""
+    return f"--gt {input.gt} --out-txt {output.report}"

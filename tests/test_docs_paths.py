@@ -30,12 +30,13 @@ DOCS = [ROOT / "README.md", ROOT / "docs" / "method.md"]
 
 PATH_RE = re.compile(r"(?<![\w./-])((?:artifacts|results)/(?:\{[^}\s]*\}|[^\s`'\"(),;|{}])*)")
 NAME_RE = r"[a-z][a-z0-9]*(?:_[a-z0-9]+)+"
-RULE_RE = re.compile(r"^(?:rule|checkpoint)\s+(\w+)\s*:", re.M)
+# `rule x:`, and `use rule y as x with:` (a rule derived from another, as the WSOL rules are).
+RULE_RE = re.compile(r"^(?:(?:rule|checkpoint)\s+(\w+)\s*:|use rule \w+(?: from \w+)? as (\w+))", re.M)
 
 
 def rule_names() -> set[str]:
     files = [ROOT / "Snakefile", *sorted((ROOT / "workflow").rglob("*.smk"))]
-    return {name for f in files for name in RULE_RE.findall(f.read_text())}
+    return {name for f in files for pair in RULE_RE.findall(f.read_text()) for name in pair if name}
 
 
 def stage_modules() -> set[str]:

@@ -32,7 +32,7 @@ from c2am.io import (
     save_npy,
     save_npz,
 )
-from c2am.refine import check_cams
+from c2am.refine import background_from_cue, background_from_saliency, check_cams
 
 
 def _wxh(shape) -> str:
@@ -88,6 +88,16 @@ def load_cue(path, size: tuple[int, int] | None = None) -> np.ndarray:
     if not set(values.tolist()) <= {0, 255}:
         raise InputError(f"{path}: a cue holds only 0 and 255, found {values[:5].tolist()}")
     return cue == 255
+
+
+def load_background(image_id: str, size: tuple[int, int], cues_dir=None, saliency_dir=None) -> np.ndarray:
+    """A pseudo-label variant's background score B of one image (docs/method.md §5): 1 - cue from
+    ``cues_dir/<id>.png``, or 1 - S from ``saliency_dir/<id>.npy``; exactly one of the two folders."""
+    if (cues_dir is None) == (saliency_dir is None):
+        raise ValueError("give exactly one of cues_dir and saliency_dir")
+    if cues_dir is not None:
+        return background_from_cue(load_cue(Path(cues_dir) / f"{image_id}.png", size))
+    return background_from_saliency(load_map(Path(saliency_dir) / f"{image_id}.npy", size))
 
 
 # ----------------------------------------------------------------------------- class CAMs

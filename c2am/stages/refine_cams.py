@@ -19,10 +19,10 @@ from functools import partial
 from pathlib import Path
 
 from c2am import defaults
-from c2am.artifacts import load_cams, load_cue, load_map, require_files, save_labels
+from c2am.artifacts import load_background, load_cams, require_files, save_labels
 from c2am.data.voc import Manifest
 from c2am.parallel import map_items
-from c2am.refine import background_from_cue, background_from_saliency, refine_labels
+from c2am.refine import refine_labels
 from c2am.runtime import run_stage, set_threads
 from c2am.shards import add_shard_arg, select_shard
 
@@ -51,11 +51,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def background_of(image_id: str, size: tuple[int, int], args: argparse.Namespace):
     """The image's background score B: an H x W array, or the constant tau."""
-    if args.cues_dir is not None:
-        return background_from_cue(load_cue(args.cues_dir / f"{image_id}.png", size))
-    if args.saliency_dir is not None:
-        return background_from_saliency(load_map(args.saliency_dir / f"{image_id}.npy", size))
-    return args.fixed_tau
+    if args.fixed_tau is not None:
+        return args.fixed_tau
+    return load_background(image_id, size, args.cues_dir, args.saliency_dir)
 
 
 def refine_one(image_id: str, args: argparse.Namespace) -> None:

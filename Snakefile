@@ -29,6 +29,7 @@ include: "workflow/rules/dataset.smk"
 include: "workflow/rules/c2am.smk"
 include: "workflow/rules/saliency.smk"
 include: "workflow/rules/pseudo.smk"
+include: "workflow/rules/affinity.smk"
 include: "workflow/rules/deeplab.smk"
 include: "workflow/rules/wsol.smk"
 

@@ -193,7 +193,7 @@ def save_jpeg(path, image: np.ndarray, quality: int = 90) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-CHECKPOINT_KINDS = ("c2am", "classifier", "deeplab", "localizer", "saliency")
+CHECKPOINT_KINDS = ("affinity", "c2am", "classifier", "deeplab", "localizer", "saliency")
 
 
 def save_checkpoint(path, state_dict: dict, meta: dict, **extra_state) -> None:

@@ -34,7 +34,7 @@ WIDTH = 46  # label column
 STAGE_ORDER = (
     "prepare_dataset", "train_c2am", "infer_c2am", "extract_cues", "eval_c2am", "c2am_boxes", "train_classifier",
     "infer_cam", "train_saliency", "infer_saliency", "refine_cams", "refine_fixed_tau", "crf_labels", "robust_labels",
-    "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
+    "train_affinity", "random_walk", "eval_pseudo", "train_deeplab", "infer_deeplab", "evaluate",
     "visualize", "predict",
     "prepare_wsol", "wsol_train_c2am", "wsol_infer_c2am", "box_threshold", "pseudo_boxes", "test_boxes",
     "train_localizer", "infer_localizer", "wsol_train_classifier", "infer_classes", "eval_wsol", "wsol_figures",
@@ -53,7 +53,11 @@ VARIANT_TITLES = {
 
 
 def variant_title(name: str, symbol: str = "tau", value: str = "") -> str:
-    """The title of a variant (its name when unknown); ``symbol`` names tau, ``value`` follows it."""
+    """The title of a variant (its name when unknown); ``symbol`` names tau, ``value`` follows it. The random
+    walk's variants ``<base>_rw[_robust]`` are titled after their base."""
+    for suffix, added in (("_rw_robust", " + random walk, robust"), ("_rw", " + random walk")):
+        if name.endswith(suffix) and name[: -len(suffix)] in VARIANT_TITLES:
+            return variant_title(name[: -len(suffix)], symbol, value) + added
     return VARIANT_TITLES[name].format(symbol=symbol, value=value) if name in VARIANT_TITLES else name
 
 

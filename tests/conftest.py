@@ -65,12 +65,13 @@ def write_config(path: Path, edit) -> Path:
 def tiny(config: dict) -> None:
     """The tiny config: a few dozen 64-px images, one epoch per network, one scale, 2 CRF iterations."""
     config["dataset"]["synthetic"] = {"n_train": 24, "n_val": 8, "image_size": 64}
-    for net in ("c2am", "classifier", "saliency", "deeplab"):
+    for net in ("c2am", "classifier", "saliency", "affinity", "deeplab"):
         config[net]["train"].update(epochs=1, batch_size=8)
     config["c2am"]["train"].update(resize=64, crop=56)
     config["classifier"]["train"]["crop"] = 64
     config["deeplab"]["train"]["crop"] = 64
     config["saliency"]["train"]["crop"] = 64
+    config["affinity"]["train"]["crop"] = 64
     for net in ("c2am", "classifier"):
         config[net]["infer"]["scales"] = [1.0]
     for crf in (config["c2am"]["cues"]["crf"], config["crf_labels"]["crf"]):

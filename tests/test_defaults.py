@@ -65,7 +65,7 @@ def test_every_stage_rule_is_checked(commands):
     assert {name for name, _ in commands} >= {
         "prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues", "eval_c2am", "c2am_boxes",
         "train_classifier", "infer_cam", "train_saliency", "infer_saliency", "refine_cams",
-        "crf_labels", "robust_labels", "eval_pseudo", "train_deeplab",
+        "crf_labels", "robust_labels", "train_affinity", "random_walk", "eval_pseudo", "train_deeplab",
         "infer_deeplab", "evaluate", "visualize", "predict"}
 
 

@@ -36,12 +36,13 @@ BATCH = 4  # the fixture has 8 train images; voc2012.yaml's batches (64 and 16) 
 def shrink(config: dict) -> None:
     """config/voc2012.yaml shrunk in image count (batch size), crop and epochs only; scales, flip, CRF, trunks and
     weights stay."""
-    for net in ("c2am", "classifier", "saliency", "deeplab"):
+    for net in ("c2am", "classifier", "saliency", "affinity", "deeplab"):
         config[net]["train"].update(epochs=1, batch_size=BATCH)
     config["c2am"]["train"].update(resize=64, crop=56)
     config["classifier"]["train"]["crop"] = 64
     config["deeplab"]["train"]["crop"] = 64
     config["saliency"]["train"]["crop"] = 64
+    config["affinity"]["train"]["crop"] = 64
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ BINARIES = ("munged", "munge", "unmunge", "slurmctld", "slurmd", "sbatch", "srun
 SUBMITTED_RULES = {"prepare_dataset", "train_c2am", "infer_c2am", "cue_threshold", "extract_cues",
                    "train_classifier", "infer_cam", "train_saliency", "infer_saliency", "refine_cams",
                    "refine_fixed_tau", "crf_labels", "robust_labels", "train_deeplab", "infer_deeplab",
-                   "evaluate", "eval_c2am", "c2am_boxes", "eval_pseudo", "visualize"}
+                   "evaluate", "eval_c2am", "c2am_boxes", "train_affinity", "random_walk", "eval_pseudo", "visualize"}
 
 
 def skip_reason() -> str | None:

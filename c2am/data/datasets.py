@@ -96,13 +96,15 @@ class ClassificationDataset(Dataset):
 
 class SegmentationDataset(Dataset):
     """(image, mask as int64 HxW). ``mask_dir`` points at pseudo labels instead of the GT masks; ``ids`` (default:
-    the split's) restricts it, e.g. to the images that have a GT mask."""
+    the split's) restricts it, e.g. to the images that have a GT mask. ``mask_fn`` (H x W uint8 -> H x W uint8)
+    changes each mask before the augmentation, e.g. the affinity labels' neutral band (c2am.affinity)."""
 
-    def __init__(self, manifest: Manifest, split: str, transform=None, mask_dir=None, ids=None):
+    def __init__(self, manifest: Manifest, split: str, transform=None, mask_dir=None, ids=None, mask_fn=None):
         self.manifest = manifest
         self.ids = list(manifest.ids(split) if ids is None else ids)
         self.transform = transform or _TO_FLOAT
         self.mask_dir = mask_dir
+        self.mask_fn = mask_fn
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -110,7 +112,10 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, index: int):
         image_id = self.ids[index]
         image = to_image_tensor(self.manifest.load_image(image_id))
-        mask = tv_tensors.Mask(torch.from_numpy(self.manifest.load_mask(image_id, self.mask_dir)))
+        mask = self.manifest.load_mask(image_id, self.mask_dir)
+        if self.mask_fn is not None:
+            mask = self.mask_fn(mask)
+        mask = tv_tensors.Mask(torch.from_numpy(mask))
         image, mask = self.transform(image, mask)
         return image, mask.long()
 

@@ -92,14 +92,27 @@ def flags(section, exclude=()):
 # cues or the saliency maps, with or without the label CRF, then the distractor-robust test on the CRF labels.
 PSEUDO_BACKGROUNDS = {"cues": "artifacts/c2am/cues", "sal": "artifacts/saliency/maps"}
 PSEUDO_REFINED = [f"cam_{bg}" for bg in PSEUDO_BACKGROUNDS]
+# The affinity random walk (workflow/rules/affinity.smk) adds <base>_rw and <base>_rw_robust for one base variant.
+AFFINITY_BASE = config["affinity"]["base"]
 PSEUDO_VARIANTS = [
     v + suffix for v in PSEUDO_REFINED for suffix in ("", "_crf", "_crf_robust")
-]
+] + [f"{AFFINITY_BASE}_rw", f"{AFFINITY_BASE}_rw_robust"]
+# Label folders the robust test applies to: the CRF labels and the random walk's.
+ROBUST_INPUTS = [f"{v}_crf" for v in PSEUDO_REFINED] + [f"{AFFINITY_BASE}_rw"]
+
+
+def background_flag(bg, folder):
+    """The flag of a background source (cues or sal) for refine_cams and random_walk."""
+    return {"cues": "--cues-dir", "sal": "--saliency-dir"}[bg] + f" {folder}"
 
 
 def refine_background_flag(wildcards, input):
-    kind = {"cues": "--cues-dir", "sal": "--saliency-dir"}[wildcards.bg]
-    return f"{kind} {input.background}"
+    return background_flag(wildcards.bg, input.background)
+
+
+def affinity_background():
+    """The background source (cues or sal) of the affinity base variant cam_<bg>[_crf][_robust]."""
+    return AFFINITY_BASE.split("_")[1]
 
 
 def distractor_flag(wildcards):

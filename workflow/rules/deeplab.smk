@@ -2,6 +2,11 @@
 # predictions on val, and the final score.
 DEEPLAB = config["deeplab"]
 LABEL_VARIANTS = tuple(PSEUDO_VARIANTS) + ("cam_fixed_tau",)
+if DEEPLAB["labels"] not in LABEL_VARIANTS:
+    raise WorkflowError(
+        f"deeplab.labels: {DEEPLAB['labels']!r} is not a variant this config builds; "
+        f"choose one of {', '.join(LABEL_VARIANTS)} (the _rw variants follow affinity.base)"
+    )
 # results/<score>.txt -> the labels its DeepLab was trained on
 SCORES = {"voc_miou": DEEPLAB["labels"], "fully_supervised_miou": "gt"}
 

@@ -144,7 +144,7 @@ rule robust_labels:
     benchmark:
         f"benchmarks/{shard_name('robust_labels_{variant}')}.tsv"
     wildcard_constraints:
-        variant="|".join(f"{v}_crf" for v in PSEUDO_REFINED),
+        variant="|".join(ROBUST_INPUTS),
     conda:
         ENV
     threads: rule_threads("robust_labels")

@@ -51,8 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def background_of(image_id: str, size: tuple[int, int], args: argparse.Namespace):
     """The image's background score B: an H x W array, or the constant tau."""
-    if args.fixed_tau is not None:
-        return args.fixed_tau
+    if args.cues_dir is None and args.saliency_dir is None:
+        return args.fixed_tau  # the config gives --fixed-tau a default, so it is set even beside a folder
     return load_background(image_id, size, args.cues_dir, args.saliency_dir)
 
 

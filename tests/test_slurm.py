@@ -141,7 +141,7 @@ def cluster(tmp_path_factory):
 
 def test_profile(folder: Path, **overrides) -> Path:
     """Overrides for this machine on top of profiles/slurm: no GPUs, one CPU and 1 GB per job, fast polling."""
-    defaults = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    defaults = yaml.safe_load((ROOT / "workflow/rule_resources.yaml").read_text())
     profile = {
         "jobs": 4,
         "latency-wait": 5,

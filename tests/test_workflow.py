@@ -61,7 +61,7 @@ def test_every_job_rule_has_threads_and_resources_in_the_profile():
     # down (tests/test_slurm.py: such a job waited forever for a node with 8 CPUs).
     import re
 
-    defaults = yaml.safe_load((ROOT / "workflow/profiles/default/config.yaml").read_text())
+    defaults = yaml.safe_load((ROOT / "workflow/rule_resources.yaml").read_text())
     files = [ROOT / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
     # a rule of its own (`rule x:`) or a reused one (`use rule y as x with:`)
     pattern = r"^(?:rule (\w+):|use rule \w+ as (\w+))"

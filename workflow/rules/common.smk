@@ -17,10 +17,10 @@ ENV = "../../envs/c2am.yaml"
 SEED = config["seed"]
 SHARDS = config["shards"]
 
-# Per-rule threads and resources live in workflow/profiles/default/config.yaml; a user profile's set-threads /
+# Per-rule threads and resources live in workflow/rule_resources.yaml; a user profile's set-threads /
 # set-resources override them key by key. Network rules ask for 8 threads; each stage caps them at the CPUs it
 # really has, and `--cores 2` scales them down to 2.
-with open(workflow.source_path("../profiles/default/config.yaml")) as f:
+with open(workflow.source_path("../rule_resources.yaml")) as f:
     RULE_DEFAULTS = yaml.safe_load(f)
 
 

@@ -173,7 +173,7 @@ def test_coco2014_config_on_a_coco_fixture_lists_the_whole_dag(tmp_path):
     mixed_data.write_coco(tmp_path / "data" / "coco")
     result = snakemake("-n", "-p", "--configfile", str(ROOT / "config" / "coco2014.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert set(job_counts(result.stdout)) == STAGE_RULES | {"eval_c2am", "c2am_boxes", "eval_pseudo", "visualize",
+    assert set(job_counts(result.stdout)) == STAGE_RULES | {"eval_c2am", "c2am_boxes", "eval_pseudo", "visualize", "train_affinity", "random_walk",
                                                             "refine_fixed_tau", "all"}
     assert "--kind coco --root data/coco" in result.stdout and "--label-dir artifacts/dataset/coco2014_labels" in \
         result.stdout

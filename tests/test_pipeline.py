@@ -18,7 +18,8 @@ from tests.conftest import ROOT, tiny  # noqa: F401  (re-exported: other test mo
 from tests.test_workflow import STAGE_RULES, job_counts, snakemake, write_config
 
 SCORE_FILES = ["c2am_maps", "c2am_boxes", "classifier", "pseudo_masks", "voc_miou", "fully_supervised_miou"]
-PSEUDO_VARIANTS = [f"cam_{bg}{suffix}" for bg in ("cues", "sal") for suffix in ("", "_crf", "_crf_robust")]
+PSEUDO_VARIANTS = [f"cam_{bg}{suffix}" for bg in ("cues", "sal") for suffix in ("", "_crf", "_crf_robust")] + [
+    "cam_sal_crf_rw", "cam_sal_crf_rw_robust"]  # the random walk on affinity.base (default cam_sal_crf)
 CHECKPOINTS = {"artifacts/c2am/model.pt": "c2am", "artifacts/classifier/model.pt": "classifier",
                "artifacts/deeplab/cam_sal_crf_robust/model.pt": "deeplab"}
 RESUME_GLOB = "*.resume"  # the name of the per-epoch resume state that training keeps beside its checkpoint

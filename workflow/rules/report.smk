@@ -3,7 +3,13 @@
 FIGURES = "results/figures"
 FINAL_LABELS = config["deeplab"]["labels"]
 # The pseudo-label columns of the train grid: the baseline, the official chain (cue, saliency), the robust rule, the walk.
-GRID_VARIANTS = ["cam_fixed_tau", "cam_cues_crf", "cam_sal_crf", "cam_sal_crf_robust", f"{AFFINITY_BASE}_rw"]
+GRID_VARIANTS = [
+    "cam_fixed_tau",
+    "cam_cues_crf",
+    "cam_sal_crf",
+    "cam_sal_crf_robust",
+    f"{AFFINITY_BASE}_rw",
+]
 
 
 rule visualize:

@@ -19,6 +19,7 @@ sparse CSR matrix (N x N with about pi r^2 non-zeros per row), never dense.
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import cv2
@@ -124,6 +125,20 @@ def edge_weights(features: torch.Tensor, radius: int, beta: float) -> torch.Tens
     return torch.cat(parts)
 
 
+@functools.lru_cache(maxsize=8)
+def _csr_structure(h: int, w: int, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, order, crow, cols[order]) of the radius graph: ``order`` puts the edges row by row, as CSR wants.
+    It depends on the grid only, so images of one size share it (the arrays are read-only)."""
+    rows, cols = radius_graph(h, w, radius)
+    order = np.argsort(rows * (h * w) + cols, kind="stable")
+    crow = np.zeros(h * w + 1, dtype=np.int64)
+    crow[1:] = np.cumsum(np.bincount(rows, minlength=h * w))
+    arrays = (rows, order, crow, cols[order])
+    for a in arrays:
+        a.flags.writeable = False
+    return arrays
+
+
 def transition_matrix(features: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
     """Sparse (CSR) row-stochastic N x N ``T = D^-1 a^beta`` on the radius graph of D x h x w features."""
     if features.dim() != 3:
@@ -131,13 +146,11 @@ def transition_matrix(features: torch.Tensor, radius: int, beta: float) -> torch
     if beta <= 0:
         raise ValueError(f"beta must be positive, got {beta}")
     _, h, w = features.shape
-    rows, cols = (torch.from_numpy(v).to(features.device) for v in radius_graph(h, w, radius))
+    device = features.device
+    rows, order, crow, cols = (torch.as_tensor(a.copy(), device=device) for a in _csr_structure(h, w, radius))
     weight = edge_weights(features, radius, beta)
-    degree = torch.zeros(h * w, device=features.device).index_add_(0, rows, weight)
-    order = torch.argsort(rows * (h * w) + cols)  # CSR wants the entries row by row
-    rows, cols, values = rows[order], cols[order], (weight / degree[rows])[order]
-    crow = torch.zeros(h * w + 1, dtype=torch.int64, device=features.device)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=h * w), 0)
+    degree = torch.zeros(h * w, device=device).index_add_(0, rows, weight)
+    values = (weight / degree[rows])[order]
     with warnings.catch_warnings():  # torch calls its CSR support "beta" on every construction
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(crow, cols, values, (h * w, h * w), check_invariants=False)

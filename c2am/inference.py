@@ -24,14 +24,18 @@ from c2am.io import InputError
 from c2am.runtime import autocast, pin_memory
 
 
-def add_inference_args(parser, shard: bool = True) -> None:
-    """The flags every network-inference stage shares: scales, AMP, decoding workers, shard (``shard``: False for
-    a stage that reads no split), threads, device."""
+def add_inference_args(parser, shard: bool = True, scales: bool = True, amp: bool = True) -> None:
+    """The flags every network-inference stage shares: scales, batch size, AMP, decoding workers, shard, threads,
+    device. ``shard`` False: a stage that reads no split; ``scales`` / ``amp`` False: one that runs at the image's
+    own size / in float32 (the random walk)."""
     from c2am.shards import add_shard_arg
 
-    parser.add_argument("--scales", type=float, nargs="+", help="image scales, each with its flip where used")
+    if scales:
+        parser.add_argument("--scales", type=float, nargs="+", help="image scales, each with its flip where used")
     parser.add_argument("--batch-size", type=int, help="images of one size per forward pass (> 1 pays on a GPU)")
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="fp16 autocast on CUDA")
+    if amp:
+        parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                            help="fp16 autocast on CUDA")
     parser.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
     if shard:
         add_shard_arg(parser)

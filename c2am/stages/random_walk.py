@@ -22,11 +22,11 @@ from c2am import defaults
 from c2am.affinity import walk_scores
 from c2am.artifacts import load_background, load_cams, require_files, save_labels
 from c2am.data.voc import Manifest
-from c2am.inference import iterate_batches, size_batches
+from c2am.inference import add_inference_args, iterate_batches, size_batches
 from c2am.models.affinity import load_affinity
 from c2am.refine import refine_labels
 from c2am.runtime import pick_device, run_stage, set_threads
-from c2am.shards import add_shard_arg, select_shard
+from c2am.shards import select_shard
 
 log = logging.getLogger("c2am.random_walk")
 
@@ -44,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, help="the walk's graph: stride-4 cells closer than this many cells")
     p.add_argument("--beta", type=float, help="affinities raised to this power before row normalisation")
     p.add_argument("--iterations", type=int, help="t: products with the transition matrix")
-    p.add_argument("--batch-size", type=int, default=1, help="images of one size per forward pass (> 1 pays on a GPU)")
-    p.add_argument("--workers", type=int, default=0, help="image-decoding worker processes")
-    add_shard_arg(p)
-    p.add_argument("--threads", type=int, default=None, help="torch threads")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_inference_args(p, scales=False, amp=False)
     defaults.apply(p, "affinity.walk")
     return p
 

@@ -59,6 +59,7 @@ rule wsol:
         "results/wsol_pseudo_boxes.txt",
         "results/wsol_classifier.txt",
         "results/figures/wsol_boxes.png",
+        "results/figures/wsol_failures.png",
 
 
 onsuccess:

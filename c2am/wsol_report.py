@@ -74,14 +74,26 @@ def format_report(result: dict) -> str:
 # ----------------------------------------------------------------------------- the report figure
 
 
-def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict, scores: dict, classes: list[str]):
+def best_iou(box, gt_boxes) -> float:
+    """IoU of ``box`` with the GT box it overlaps most; 0 for a missing box (None), as GT-known counts it."""
+    from c2am.metrics import box_iou
+
+    return 0.0 if box is None else max(box_iou(box, g) for g in gt_boxes)
+
+
+def lowest_iou_ids(ids: list[str], gt, boxes: dict, n: int) -> list[str]:
+    """The ``n`` ids whose box has the lowest IoU with its GT boxes, worst first (ties in id order)."""
+    return sorted(ids, key=lambda i: (best_iou(boxes.get(i), gt.boxes_of(i)), i))[:n]
+
+
+def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict, scores: dict, classes: list[str],
+                      title: str = "WSOL on the test split"):
     """Test images with the GT box (green), the C2AM box (red, dashed) and the localizer box (yellow)."""
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
     from c2am.data.wsol import class_index
     from c2am.figures import pyplot
-    from c2am.metrics import box_iou
 
     plt = pyplot()
     n_cols = min(4, len(ids))
@@ -107,7 +119,7 @@ def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict,
                 parts.append(f"{name} —")
                 continue
             draw(ax, box, colour, style)
-            parts.append(f"{name} {max(box_iou(box, g) for g in gts):.2f}")
+            parts.append(f"{name} {best_iou(box, gts):.2f}")
         true = class_index(manifest, image_id)
         pred = int(np.argmax(scores[image_id])) + 1
         mark = "✓" if pred == true else "✗"
@@ -116,6 +128,6 @@ def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict,
                Line2D([], [], color="red", linestyle="--", label="C2AM box (map)"),
                Line2D([], [], color="yellow", label="localizer box")]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=7, frameon=False)
-    fig.suptitle("WSOL on the test split: GT (green), C2AM map box (red, dashed), localizer (yellow)", fontsize=9)
+    fig.suptitle(f"{title}: GT (green), C2AM map box (red, dashed), localizer (yellow)", fontsize=9)
     fig.tight_layout(rect=(0, 0.04, 1, 0.95), h_pad=1.5)
     return fig

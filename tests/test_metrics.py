@@ -150,3 +150,25 @@ def test_distractor_share_hand_case():
     assert np.isnan(DistractorShare().compute())
     with pytest.raises(ValueError, match="shape"):
         DistractorShare().update(np.zeros((2, 3)), np.zeros((3, 2), bool))
+
+
+def test_largest_region_is_by_pixel_count_not_contour_area():
+    import cv2
+
+    """A ring (24 pixels around a 7x7 extent, contour area 49) beside a solid 5x5 square (25 pixels): the box is
+    the square's, where the official largest-contour-area rule would take the ring; on two image shapes."""
+    import cv2
+
+    for shape, ring_at, square_at in (((12, 20), (2, 1), (4, 12)), ((30, 14), (20, 6), (3, 2))):
+        mask = np.zeros(shape, bool)
+        (ry, rx), (sy, sx) = ring_at, square_at
+        mask[ry:ry + 7, rx:rx + 7] = True
+        mask[ry + 1:ry + 6, rx + 1:rx + 6] = False  # hollow: 49 - 25 = 24 pixels
+        mask[sy:sy + 5, sx:sx + 5] = True
+        assert mask.sum() == 24 + 25
+        assert largest_component_box(mask) == [sx, sy, sx + 4, sy + 4]
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        x, y, w, h = cv2.boundingRect(max(contours, key=cv2.contourArea))  # the official rule: the ring
+        assert [x, y, x + w - 1, y + h - 1] == [rx, ry, rx + 6, ry + 6]
+        mask[ry:ry + 7, rx:rx + 7] = True  # the ring filled: 49 pixels, now the largest region
+        assert largest_component_box(mask) == [rx, ry, rx + 6, ry + 6]

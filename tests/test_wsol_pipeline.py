@@ -57,7 +57,8 @@ def test_scores_and_artifacts(wsol_run):
         assert 0 <= s["top1_loc"] <= s["gt_known_loc"] <= 1 and s["top1_loc"] <= s["top5_loc"]
         assert s["images"] == 20
     assert re.match(r"gt_known_loc: [01]\.\d{4}", (work / "results/wsol_pseudo_boxes.txt").read_text())
-    assert (work / "results/figures/wsol_boxes.png").stat().st_size > 1000
+    for figure in ("wsol_boxes.png", "wsol_failures.png"):
+        assert (work / "results/figures" / figure).stat().st_size > 1000
     assert {p.stem for p in (work / "benchmarks").glob("*.tsv")} >= {
         "prepare_wsol", "wsol_train_c2am", "train_localizer", "infer_localizer", "eval_wsol"}
     summary = summarize(work)  # what the run printed at its end: the WSOL scores, no empty segmentation lines
@@ -97,7 +98,7 @@ def test_second_run_does_nothing_and_the_report_has_a_wsol_section(wsol_run):
     result = snakemake("--configfile", str(config), "--report", "wsol.html", "--", "wsol", cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     html = (work / "wsol.html").read_text()
-    assert "7. WSOL" in html and "wsol_boxes.png" in html
+    assert "7. WSOL" in html and "wsol_boxes.png" in html and "wsol_failures.png" in html
 
 
 def test_a_changed_localizer_setting_reruns_only_the_localizer(wsol_run):

@@ -284,9 +284,14 @@ rule wsol_figures:
         c2am="artifacts/wsol/c2am/boxes_test.json",
         scores="artifacts/wsol/classifier/scores_test.json",
     output:
-        report(
+        sample=report(
             "results/figures/wsol_boxes.png",
             caption="../report/wsol_boxes.rst",
+            category="7. WSOL",
+        ),
+        failures=report(
+            "results/figures/wsol_failures.png",
+            caption="../report/wsol_failures.rst",
             category="7. WSOL",
         ),
     log:
@@ -303,4 +308,4 @@ rule wsol_figures:
     shell:
         "python -m c2am.stages.wsol_figures --manifest {input.manifest} --gt {input.gt} --split test"
         " --localizer-boxes {input.localizer} --c2am-boxes {input.c2am} --class-scores {input.scores}"
-        " --seed {params.seed} --out {output} 2> {log}"
+        " --seed {params.seed} --out {output.sample} --failures-out {output.failures} 2> {log}"

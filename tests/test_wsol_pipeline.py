@@ -91,6 +91,43 @@ def test_the_test_split_never_enters_training(wsol_run):
     assert load_checkpoint(work / "artifacts/wsol/localizer/model.pt", kind="localizer")["meta"]["images"] == 28
 
 
+def dry_run_jobs(stdout: str) -> list[tuple[str, list[str], list[str], str]]:
+    """(rule, inputs, outputs, shell command) of each job a ``snakemake -n -p`` run listed."""
+    jobs = []
+    for block in stdout.split("\nrule ")[1:]:
+        fields = dict(line.strip().split(": ", 1) for line in block.splitlines()[1:] if ": " in line)
+        files = [[f for f in fields.get(key, "").split(", ") if f] for key in ("input", "output")]
+        jobs.append((block.split(":", 1)[0], *files, fields.get("Shell command", "")))
+    return jobs
+
+
+# Stages that may touch what comes from the test split: the inference on it, the boxes cut from its maps at the
+# threshold chosen on val, and the scoring and figures of eval_wsol / wsol_figures (and the target `wsol`).
+TEST_READERS = {"wsol_infer_c2am", "infer_classes", "infer_localizer", "test_boxes", "eval_wsol", "wsol_figures",
+                "wsol"}
+
+
+def test_nothing_is_chosen_or_trained_on_what_the_test_split_gives(wsol_run):
+    """Follow the DAG from every job that reads the test split's images (``--split test``): each file they write,
+    and everything made from it, reaches only the test inference, eval_wsol and the figures; no training job and
+    no threshold choice (box_threshold on val, pseudo_boxes on train) ever has one of them as input."""
+    work, config = wsol_run
+    result = snakemake("-n", "-p", "--forceall", "--configfile", str(config), "--", "wsol", cwd=work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = dry_run_jobs(result.stdout)
+    assert {"box_threshold", "pseudo_boxes", "train_localizer", "eval_wsol"} <= {rule for rule, *_ in jobs}
+    tainted = {f for rule, _, outputs, cmd in jobs if "--split test" in cmd for f in outputs}
+    assert "artifacts/wsol/c2am/maps/test" in tainted and "artifacts/wsol/localizer/boxes_test.json" in tainted
+    readers = set()
+    for _ in jobs:  # to a fixed point: what is made from a tainted file is tainted
+        for rule, inputs, outputs, _cmd in jobs:
+            if tainted & set(inputs):
+                readers.add(rule)
+                tainted |= set(outputs)
+    assert readers and readers <= TEST_READERS, readers - TEST_READERS
+    assert "eval_wsol" in readers and "box_threshold" not in readers and "train_localizer" not in readers
+
+
 def test_second_run_does_nothing_and_the_report_has_a_wsol_section(wsol_run):
     work, config = wsol_run
     result = snakemake("-n", "--configfile", str(config), "--", "wsol", cwd=work)

@@ -4,7 +4,7 @@ C2AM map's own boxes on val at the run's box threshold.
 
     python bench/choose_localizer.py --run <folder of a finished WSOL run> [--epochs 4 8 12] [--threads 2]
 
-Reads the run's artifacts/wsol/{dataset,c2am} (manifest, GT, pseudo boxes, val maps, box threshold); writes
+Reads the run's artifacts/wsol/{dataset,c2am} (manifest, val GT, pseudo boxes, val maps, box threshold); writes
 only under a temporary folder. The stages run as a user runs them (`python -m c2am.stages.<stage>`), with the
 config's other localizer settings.
 """
@@ -46,7 +46,7 @@ def main() -> None:
     args = p.parse_args()
     art = args.run / "artifacts/wsol"
     manifest_path = art / "dataset/manifest.json"
-    manifest, gt = Manifest.load(manifest_path), load_gt(art / "dataset/gt.json")
+    manifest, gt = Manifest.load(manifest_path), load_gt(art / "dataset/gt_val.json")
     ids = manifest.ids("val")
     tau = load_json(art / "c2am/box_threshold.json")["threshold"]
     maps = {i: map_box(load_map(art / "c2am/maps/val" / f"{i}.npy"), tau, normalise=True) for i in ids}

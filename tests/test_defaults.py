@@ -123,9 +123,9 @@ def test_config_values_are_converted_by_the_flag_type(monkeypatch):
 # ----------------------------------------------------------------------------- the WSOL DAG (config/wsol.yaml)
 
 WSOL_CONFIG = ROOT / "config" / "wsol.yaml"
-# Which inputs a WSOL job reads, not settings: the split (infer_c2am runs on train, val and test), optional inputs
-# and reports.
-WSOL_INPUTS = {"split", "val_maps", "train_maps", "gt", "out_txt"}
+# Which files a WSOL job reads or writes, not settings: the split (infer_c2am runs on train, val and test),
+# optional inputs, reports and the one-split GT files.
+WSOL_INPUTS = {"split", "val_maps", "train_maps", "gt", "out_txt", "out_gt_train", "out_gt_val"}
 
 
 @pytest.fixture(scope="module")

@@ -108,15 +108,20 @@ TEST_READERS = {"wsol_infer_c2am", "infer_classes", "infer_localizer", "test_box
 
 
 def test_nothing_is_chosen_or_trained_on_what_the_test_split_gives(wsol_run):
-    """Follow the DAG from every job that reads the test split's images (``--split test``): each file they write,
-    and everything made from it, reaches only the test inference, eval_wsol and the figures; no training job and
-    no threshold choice (box_threshold on val, pseudo_boxes on train) ever has one of them as input."""
+    """Follow the DAG from the test split's files, the GT file of every split (gt.json, which holds the test boxes)
+    and what every job that reads the test images (``--split test``) writes: they and everything made from them
+    reach only the test inference, eval_wsol and the figures; no training job and no threshold choice
+    (box_threshold on val, pseudo_boxes on train, each with its own split's GT file) ever has one as input."""
     work, config = wsol_run
     result = snakemake("-n", "-p", "--forceall", "--configfile", str(config), "--", "wsol", cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     jobs = dry_run_jobs(result.stdout)
     assert {"box_threshold", "pseudo_boxes", "train_localizer", "eval_wsol"} <= {rule for rule, *_ in jobs}
     tainted = {f for rule, _, outputs, cmd in jobs if "--split test" in cmd for f in outputs}
+    tainted.add("artifacts/wsol/dataset/gt.json")
+    inputs = {rule: set(ins) for rule, ins, _, _ in jobs}
+    assert "artifacts/wsol/dataset/gt_val.json" in inputs["box_threshold"]
+    assert "artifacts/wsol/dataset/gt_train.json" in inputs["pseudo_boxes"]
     assert "artifacts/wsol/c2am/maps/test" in tainted and "artifacts/wsol/localizer/boxes_test.json" in tainted
     readers = set()
     for _ in jobs:  # to a fixed point: what is made from a tainted file is tainted

@@ -69,6 +69,20 @@ def test_manifest_and_gt_round_trip(tmp_path):
     assert gt.boxes_of(cub_id(2)) == [[3, 4, 13, 9]] and gt.size_of(cub_id(2)) == (20, 24)
 
 
+def test_one_split_gt_files_hold_that_split_alone(tmp_path):
+    """gt_val.json (the box threshold's choice) and gt_train.json (the pseudo boxes' score) hold no test box."""
+    data = read_cub(make_cub_fixture(tmp_path / "CUB"), 0.4, 0)
+    out = tmp_path / "out"
+    save_wsol(data, out / "manifest.json", out / "gt.json", {"train": out / "gt_train.json", "val": out / "gt_val.json"})
+    assert set(load_gt(out / "gt.json").boxes) == set().union(*map(set, data.splits.values()))
+    for split in ("train", "val"):
+        gt = load_gt(out / f"gt_{split}.json")
+        assert set(gt.boxes) == set(gt.sizes) == set(data.splits[split]) and data.splits[split]
+        assert not set(gt.boxes) & set(data.splits["test"])
+        some = data.splits[split][0]
+        assert gt.boxes_of(some) == load_gt(out / "gt.json").boxes_of(some)
+
+
 def rewrite(path: Path, line: int, text: str) -> None:
     lines = path.read_text().splitlines()
     lines[line - 1] = text

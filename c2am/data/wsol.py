@@ -7,7 +7,8 @@ Both layouts become the same two artifacts (docs/method.md §10):
   learns from), ``val`` (held out of training; its GT boxes choose the map threshold) and ``test`` (scored
   only), one image-level label per image (class index 1..K after ``background``), so that the existing stages
   (train_c2am, infer_c2am, train_classifier) read it unchanged;
-- the ground truth ``gt.json``: per image its GT boxes and its size, read by the scoring stages only.
+- the ground truth ``gt.json``: per image its GT boxes and its size, read by the final scoring only; and
+  ``gt_train.json`` / ``gt_val.json``, one split each, for the stages that score or choose on train or val.
 
 **CUB-200-2011 as distributed** (``read_cub``), under ``root``::
 
@@ -402,15 +403,19 @@ def _class_names(train_ids: list[str], labels: dict[str, int], image_files: dict
 # ----------------------------------------------------------------------------- the GT file
 
 
-def save_wsol(data: WsolData, manifest_path, gt_path) -> None:
-    """Write the manifest (what training and inference read) and the GT file (what scoring reads)."""
+def save_wsol(data: WsolData, manifest_path, gt_path, split_gt: dict | None = None) -> None:
+    """Write the manifest (what training and inference read), the GT file of every split (what the final scoring
+    reads) and, for each ``split -> path`` of ``split_gt``, a GT file of that split alone: what a stage that
+    chooses or scores on train or val reads, so that no stage before the final scoring opens the test boxes."""
     data.manifest().save(manifest_path)
-    save_json(gt_path, {
-        "convention": GT_CONVENTION,
-        "source": data.source,
-        "boxes": data.boxes,
-        "sizes": {i: list(s) for i, s in data.sizes.items()},
-    })
+    for ids, path in [(list(data.boxes), gt_path)] + [(data.splits[k], p) for k, p in (split_gt or {}).items()]:
+        ids = [i for i in ids if i in data.boxes]  # a split may have no boxes (ImageNet's train in the metadata)
+        save_json(path, {
+            "convention": GT_CONVENTION,
+            "source": data.source,
+            "boxes": {i: data.boxes[i] for i in ids},
+            "sizes": {i: list(data.sizes[i]) for i in ids},
+        })
 
 
 @dataclass

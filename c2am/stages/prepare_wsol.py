@@ -45,7 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--occlusion-prob", type=float, help="synthetic: share of objects partly hidden by a distractor")
     p.add_argument("--seed", type=int)
     p.add_argument("--out-manifest", type=Path, required=True)
-    p.add_argument("--out-gt", type=Path, required=True, help="GT boxes and image sizes (scoring only)")
+    p.add_argument("--out-gt", type=Path, required=True, help="GT boxes and image sizes of every split (eval_wsol)")
+    p.add_argument("--out-gt-train", type=Path, help="GT of the train split alone (the pseudo boxes' score)")
+    p.add_argument("--out-gt-val", type=Path, help="GT of the val split alone (the box threshold's choice)")
     defaults.apply(p, "wsol.dataset", exclude=("kind", "root", "metadata"))
     defaults.apply(p, "seed")
     return p
@@ -83,7 +85,8 @@ def main(argv=None) -> None:
         data = read_wsol_metadata(args.root, args.metadata, args.num_classes)
     else:
         data = read_cub(args.root, args.val_fraction, args.seed, num_classes=args.num_classes)
-    save_wsol(data, args.out_manifest, args.out_gt)
+    split_gt = {k: p for k, p in (("train", args.out_gt_train), ("val", args.out_gt_val)) if p is not None}
+    save_wsol(data, args.out_manifest, args.out_gt, split_gt)
     log.info("WSOL dataset %s: %s, %d classes", data.source,
              ", ".join(f"{k} {len(v)}" for k, v in data.splits.items()), len(data.classes) - 1)
 

@@ -11,6 +11,8 @@ rule prepare_wsol:
     output:
         manifest=WSOL_MANIFEST,
         gt=WSOL_GT,
+        gt_train=WSOL_SPLIT_GT["train"],
+        gt_val=WSOL_SPLIT_GT["val"],
     log:
         "logs/prepare_wsol.log",
     benchmark:
@@ -33,7 +35,8 @@ rule prepare_wsol:
         ),
     shell:
         "python -m c2am.stages.prepare_wsol {params.data} {params.metadata} {params.synthetic} --seed {params.seed}"
-        " --out-manifest {output.manifest} --out-gt {output.gt} 2> {log}"
+        " --out-manifest {output.manifest} --out-gt {output.gt} --out-gt-train {output.gt_train}"
+        " --out-gt-val {output.gt_val} 2> {log}"
 
 
 # C2AM and its maps are the WSSS rules (workflow/rules/c2am.smk) on the WSOL manifest; val and test maps too.
@@ -104,7 +107,7 @@ rule pseudo_boxes:
         manifest=WSOL_MANIFEST,
         maps="artifacts/wsol/c2am/maps/train",
         threshold="artifacts/wsol/c2am/box_threshold.json",
-        gt=WSOL_GT,
+        gt=WSOL_SPLIT_GT["train"],
     output:
         boxes="artifacts/wsol/c2am/boxes_train.json",
         report=report(

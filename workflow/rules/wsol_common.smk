@@ -2,14 +2,19 @@
 WSOL = config["wsol"]
 WSOL_DATA = WSOL["dataset"]
 WSOL_MANIFEST = "artifacts/wsol/dataset/manifest.json"
-WSOL_GT = "artifacts/wsol/dataset/gt.json"
+WSOL_GT = "artifacts/wsol/dataset/gt.json"  # every split's GT boxes: eval_wsol and the figures only
+# One split's GT alone, for the stages that choose (box_threshold, val) or score (pseudo_boxes, train) before
+# eval_wsol: they never open a file that holds test boxes.
+WSOL_SPLIT_GT = {
+    split: f"artifacts/wsol/dataset/gt_{split}.json" for split in ("train", "val")
+}
 WSOL_THRESHOLD = WSOL["boxes"]["threshold"]
 
 
 def wsol_threshold_inputs(wildcards):
     """What box_threshold reads: the val maps and GT for `val`, the train maps for Otsu, nothing when fixed."""
     if WSOL_THRESHOLD == "val":
-        return {"val_maps": "artifacts/wsol/c2am/maps/val", "gt": WSOL_GT}
+        return {"val_maps": "artifacts/wsol/c2am/maps/val", "gt": WSOL_SPLIT_GT["val"]}
     if WSOL_THRESHOLD in ("otsu", "otsu3"):
         return {"train_maps": "artifacts/wsol/c2am/maps/train"}
     return {}

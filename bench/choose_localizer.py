@@ -17,8 +17,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from c2am.artifacts import load_boxes, load_map
@@ -26,8 +24,7 @@ from c2am.data.voc import Manifest
 from c2am.data.wsol import load_gt
 from c2am.io import load_json
 from c2am.thresholds import map_box
-from c2am.wsol_metrics import gt_known_loc
-from c2am.wsol_report import best_iou
+from c2am.wsol_metrics import box_ious, gt_known_loc
 
 
 def stage(name: str, *args) -> None:
@@ -35,7 +32,7 @@ def stage(name: str, *args) -> None:
 
 
 def val_gt_known(boxes: dict, gt, ids: list[str]) -> float:
-    return float(gt_known_loc(np.array([best_iou(boxes.get(i), gt.boxes_of(i)) for i in ids])))
+    return float(gt_known_loc(box_ious([boxes.get(i) for i in ids], [gt.boxes_of(i) for i in ids])))
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from c2am.wsol_metrics import box_acc_v2, box_ious, localization_scores, max_box_acc, transfer_thresholds
+from c2am.wsol_metrics import best_iou, box_acc_v2, box_ious, localization_scores, max_box_acc, transfer_thresholds
 
 SOURCES = ("localizer", "c2am")
 
@@ -74,16 +74,11 @@ def format_report(result: dict) -> str:
 # ----------------------------------------------------------------------------- the report figure
 
 
-def best_iou(box, gt_boxes) -> float:
-    """IoU of ``box`` with the GT box it overlaps most; 0 for a missing box (None), as GT-known counts it."""
-    from c2am.metrics import box_iou
-
-    return 0.0 if box is None else max(box_iou(box, g) for g in gt_boxes)
-
-
 def lowest_iou_ids(ids: list[str], gt, boxes: dict, n: int) -> list[str]:
-    """The ``n`` ids whose box has the lowest IoU with its GT boxes, worst first (ties in id order)."""
-    return sorted(ids, key=lambda i: (best_iou(boxes.get(i), gt.boxes_of(i)), i))[:n]
+    """The ``n`` ids whose box has the lowest IoU with its GT boxes, worst first (a missing box counts 0; ties in
+    id order)."""
+    ious = box_ious([boxes.get(i) for i in ids], [gt.boxes_of(i) for i in ids])
+    return [i for _, i in sorted(zip(ious, ids))[:n]]
 
 
 def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict, scores: dict, classes: list[str],
@@ -119,7 +114,7 @@ def wsol_boxes_figure(manifest, ids: list[str], gt, localizer: dict, c2am: dict,
                 parts.append(f"{name} —")
                 continue
             draw(ax, box, colour, style)
-            parts.append(f"{name} {best_iou(box, gts):.2f}")
+            parts.append(f"{name} {best_iou([box], gts):.2f}")
         true = class_index(manifest, image_id)
         pred = int(np.argmax(scores[image_id])) + 1
         mark = "✓" if pred == true else "✗"

@@ -106,7 +106,8 @@ def test_failure_cases_are_the_lowest_iou_images_worst_first():
     from pathlib import Path
 
     from c2am.data.wsol import WsolGT
-    from c2am.wsol_report import best_iou, lowest_iou_ids
+    from c2am.wsol_metrics import box_ious
+    from c2am.wsol_report import lowest_iou_ids
 
     gt = WsolGT(boxes={"a": [[0, 0, 9, 9]], "b": [[0, 0, 9, 9], [20, 20, 29, 29]], "c": [[0, 0, 3, 3]],
                        "d": [[0, 0, 9, 9]]},
@@ -115,9 +116,9 @@ def test_failure_cases_are_the_lowest_iou_images_worst_first():
              "b": [20, 20, 29, 24],  # 50 px inside the second GT box of 100: IoU 0.5 (the best of its two)
              "c": [0, 0, 7, 7],      # 16 / 64 = 0.25
              "d": None}              # no box: counted as 0
-    assert best_iou(boxes["b"], gt.boxes_of("b")) == pytest.approx(0.5)
-    assert best_iou(boxes["c"], gt.boxes_of("c")) == pytest.approx(0.25)
-    assert best_iou(None, gt.boxes_of("d")) == 0.0
+    assert box_ious([boxes["b"]], [gt.boxes_of("b")])[0] == pytest.approx(0.5)
+    assert box_ious([boxes["c"]], [gt.boxes_of("c")])[0] == pytest.approx(0.25)
+    assert box_ious([None], [gt.boxes_of("d")])[0] == 0.0
     assert lowest_iou_ids(list("abcd"), gt, boxes, 3) == ["d", "c", "b"]
     assert lowest_iou_ids(list("abcd"), gt, {**boxes, "a": [0, 0, 4, 4]}, 2) == ["d", "a"]  # 25 / 100 ties c: id order
     assert lowest_iou_ids(list("ab"), gt, boxes, 8) == ["b", "a"]  # fewer images than asked: all of them

@@ -43,6 +43,7 @@ import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -83,6 +84,8 @@ class World:
       them, with a faint rim, little shading and little texture.
     """
 
+    CONFIG_KEY: ClassVar[str] = "dataset.synthetic"  # where the shares live, named in the errors
+
     distractor_prob: float = 0.0
     small_object_prob: float = 0.0
     small_object_area: tuple[float, float] = (0.02, 0.05)
@@ -91,10 +94,10 @@ class World:
     def __post_init__(self):
         for key in ("distractor_prob", "small_object_prob", "low_contrast_prob"):
             if not 0.0 <= getattr(self, key) <= 1.0:
-                raise InputError(f"dataset.synthetic.{key}: must be in [0, 1], got {getattr(self, key)}")
+                raise InputError(f"{self.CONFIG_KEY}.{key}: must be in [0, 1], got {getattr(self, key)}")
         lo, hi = self.small_object_area
         if not 0.0 < lo <= hi < 1.0:
-            raise InputError(f"dataset.synthetic.small_object_area: need 0 < lo <= hi < 1, got {lo} {hi}")
+            raise InputError(f"{self.CONFIG_KEY}.small_object_area: need 0 < lo <= hi < 1, got {lo} {hi}")
 
 
     @classmethod

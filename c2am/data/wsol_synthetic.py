@@ -29,6 +29,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from tqdm import tqdm
@@ -42,10 +43,12 @@ from c2am.data.synthetic import (
     PLACEMENT_TRIES,
     World,
     _background,
+    _Body,
     _chance,
     _paint_badge,
     _paint_body,
     _place_distractors,
+    _Placed,
     _try_body,
     _try_object,
     default_class_names,
@@ -73,12 +76,14 @@ class WsolWorld(World):
       never the badge), after it, as a branch in front of a bird.
     """
 
+    CONFIG_KEY: ClassVar[str] = "wsol.dataset.synthetic"
+
     occlusion_prob: float = 0.0
 
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.occlusion_prob <= 1.0:
-            raise InputError(f"wsol.dataset.synthetic.occlusion_prob: must be in [0, 1], got {self.occlusion_prob}")
+            raise InputError(f"{self.CONFIG_KEY}.occlusion_prob: must be in [0, 1], got {self.occlusion_prob}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,7 @@ class WsolSample:
     distractors: np.ndarray  # bool HxW, distractor pixels (behind or over the object), none of them the object's
 
 
-def _occluder(rng: np.random.Generator, size: int, obj) -> "object | None":
+def _occluder(rng: np.random.Generator, size: int, obj: _Placed) -> _Body | None:
     """A distractor body over 10-50 % of ``obj`` that leaves its badge disc (badge plus a margin) uncovered."""
     lo, hi = DISTRACTOR_AREA_RANGE
     for _ in range(PLACEMENT_TRIES):

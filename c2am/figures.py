@@ -396,3 +396,23 @@ def prediction_overlay(image: np.ndarray, labels: np.ndarray, classes: list[str]
     if rgb.shape[:2] != (h, w):
         rgb = np.pad(rgb, ((0, h - rgb.shape[0]), (0, w - rgb.shape[1]), (0, 0)), mode="edge")
     return np.ascontiguousarray(rgb)
+
+
+def sweep_figure(title: str, labels: list[str], scores: dict[str, list[tuple[float, float, int]]]):
+    """One panel per score: its mean over seeds at each point of a sweep (x: the point's values), with a band of
+    +- one standard deviation (none for a single seed)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(scores), squeeze=False, figsize=(max(3.6, 0.9 * len(labels) + 1.5) * len(scores),
+                                                                    3.2))
+    x = np.arange(len(labels))
+    for ax, (name, stats) in zip(axes[0], scores.items()):
+        mean = np.array([s[0] for s in stats])
+        std = np.nan_to_num(np.array([s[1] for s in stats]))
+        ax.fill_between(x, mean - std, mean + std, color="tab:blue", alpha=0.2, label="± 1 std over seeds")
+        ax.plot(x, mean, "o-", color="tab:blue", label="mean")
+        ax.set_xticks(x, labels, fontsize=7, rotation=20 if len(labels) > 4 else 0)
+        ax.set_title(name, fontsize=8)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

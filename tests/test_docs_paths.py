@@ -122,10 +122,11 @@ def dag(tmp_path_factory):
 
 
 def by_products() -> list[str]:
-    """Folders a rule writes besides its declared outputs, where the configs put them."""
+    """Folders a rule writes besides its declared outputs, where the configs put them, and the sweeps' tables."""
     default = configs.load("config.yaml")
     return [default["dataset"]["root"], default["wsol"]["dataset"]["root"],
-            configs.merged("coco2014.yaml")["dataset"]["coco"]["label_dir"]]
+            configs.merged("coco2014.yaml")["dataset"]["coco"]["label_dir"],
+            "results/sweeps"]  # the sweep tables, written by python -m c2am.sweep outside the DAG
 
 
 def doc_paths() -> list[tuple[str, str]]:

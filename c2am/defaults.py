@@ -29,14 +29,21 @@ def default_config() -> dict:
         return yaml.safe_load(f)
 
 
-def value(key: str):
-    """A config entry by dotted key, e.g. ``"c2am.train"`` or ``"seed"``."""
-    node = default_config()
+def lookup(node: dict, key: str):
+    """The entry of a nested mapping at a dotted key (``"c2am.train.lr"``); KeyError(key) when absent."""
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
-            raise KeyError(f"{DEFAULT_CONFIG}: no key {key!r}")
+            raise KeyError(key)
         node = node[part]
     return node
+
+
+def value(key: str):
+    """A config entry by dotted key, e.g. ``"c2am.train"`` or ``"seed"``."""
+    try:
+        return lookup(default_config(), key)
+    except KeyError:
+        raise KeyError(f"{DEFAULT_CONFIG}: no key {key!r}") from None
 
 
 def flatten(section: dict, exclude=()) -> dict:

@@ -41,6 +41,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from c2am.defaults import lookup
 from c2am.figures import save_figure, sweep_figure
 from c2am.io import InputError, save_text
 from c2am.runtime import run_stage
@@ -65,15 +66,6 @@ class Sweep:
         """The grid of ``vary``, in file order: one dict dotted key -> value per point (one empty point if none)."""
         keys = list(self.vary)
         return [dict(zip(keys, values)) for values in itertools.product(*(self.vary[k] for k in keys))]
-
-
-def get_key(config: dict, key: str):
-    node = config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            raise KeyError(key)
-        node = node[part]
-    return node
 
 
 def set_key(config: dict, key: str, value) -> None:
@@ -153,7 +145,7 @@ def load_sweep(path: str | Path) -> Sweep:
         if key == "seed":
             _fail(f"{path}: vary.seed", "seeds are given by the seeds key")
         try:
-            get_key(base, key)
+            lookup(base, key)
         except KeyError:
             _fail(f"{path}: vary.{key}", f"not a key of {base_path.name}")
         if not isinstance(values, list) or not values:
@@ -187,7 +179,7 @@ def read_score(folder: Path, score: str) -> float:
     with open(path) as f:
         data = json.load(f)
     try:
-        number = get_key(data, key)
+        number = lookup(data, key)
     except KeyError:
         raise InputError(f"{path}: no key {key!r} (score {score})") from None
     if isinstance(number, bool) or not isinstance(number, (int, float)):

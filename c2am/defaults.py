@@ -107,3 +107,4 @@ def apply(parser: argparse.ArgumentParser, key: str, exclude=(), rename: dict | 
         if dest not in actions:
             raise KeyError(f"{parser.prog}: config key {key}.{name} has no flag --{dest.replace('_', '-')}")
         actions[dest].default = _typed(actions[dest], item)
+        actions[dest].config_key = f"{key}.{name}"  # the key this flag stands for (tests/test_defaults.py)

@@ -82,6 +82,35 @@ def test_what_the_dag_passes_is_each_stage_default(commands):
     assert not drift, drift
 
 
+# Keys a stage reads only in a mode the default config does not use, whose rule then passes them: the folder and
+# COCO layouts of prepare_dataset, and refine_cams' constant background (rule refine_fixed_tau).
+OTHER_MODE_KEYS = {"prepare_dataset": {"dataset.image_dir", "dataset.labels_csv", "dataset.split_dir",
+                                       "dataset.label_dir"},
+                   "refine_cams": {"refine.fixed_tau"}}
+
+
+def keys_left_out(commands) -> list[str]:
+    """The config keys a stage reads (flags whose default apply() set) that its command does not pass."""
+    missing = []
+    for name, argv in commands:
+        parser = stage_parser(importlib.import_module(f"c2am.stages.{name}"))
+        given = {arg.split("=")[0] for arg in argv if arg.startswith("--")}
+        for action in parser._actions:
+            key = getattr(action, "config_key", None)
+            negated = {f"--no-{option[2:]}" for option in action.option_strings}
+            if key and key not in OTHER_MODE_KEYS.get(name, ()) and not given & {*action.option_strings, *negated}:
+                missing.append(f"{name}: {action.option_strings[0]} ({key})")
+    return missing
+
+
+def test_every_config_key_a_stage_reads_is_in_its_command(commands, wsol_commands):
+    """A sweep shares a job between two runs when their commands are the same (c2am/sharing.py): so every key a
+    stage reads must reach it as a flag of its command. A flag the rule leaves out would fall back to the default
+    config's value, the same in every run whatever the run's config says."""
+    assert not keys_left_out(commands)
+    assert not keys_left_out(wsol_commands)
+
+
 def test_a_config_key_without_a_flag_is_an_error():
     parser = argparse.ArgumentParser(prog="stage")
     parser.add_argument("--epochs", type=int)

@@ -14,12 +14,14 @@
 
 The whole file is checked before any job runs (unknown or missing keys, an empty value list, a value the config
 schema rejects, an unknown score file): one line naming the key, exit 2, nothing written. Then each point x seed
-runs the workflow in its own folder ``sweeps/<name>/p<i>/seed<k>/`` (its full config in ``config.yaml``, its
-artifacts and results beside it; a rerun resumes, as any Snakemake run does), one after the other, each with
-``--cores N``; finally the table is written from the points' ``results/*.json``.
+is a run of the workflow in its own folder ``sweeps/<name>/p<i>/seed<k>/`` (its full config in ``config.yaml``, its
+artifacts and results beside it; a rerun resumes, as any Snakemake run does), with ``--cores N``.
 
-Not done yet (issue 20): stages whose inputs and keys are the same in two points are not shared between points; each
-point x seed runs the whole chain its scores need.
+Runs share their common jobs (c2am/sharing.py): a dry run of every run lists its jobs before anything runs; a job
+whose rule, command (every config key its stage reads) and inputs' jobs are those of a job in an earlier run is
+run once, by the first run that has it, and the later runs get its files as hard links. So a run waits for the
+runs it shares jobs with; the others run side by side (``--parallel K``). ``--dry-run`` prints, per rule, how many
+jobs the runs hold and how many will run. Finally the table is written from the points' ``results/*.json``.
 """
 
 from __future__ import annotations
@@ -35,12 +37,15 @@ import os
 import statistics
 import subprocess
 import sys
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from c2am import sharing
 from c2am.defaults import lookup
 from c2am.figures import save_figure, sweep_figure
 from c2am.io import InputError, save_text
@@ -266,17 +271,98 @@ def write_tables(root: Path, sweep: Sweep) -> tuple[Path, Path, Path]:
     return md, tsv, png
 
 
-def run_point(folder: Path, config: dict, targets: list[str], cores: int, extra: list[str]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    config_path = folder / "config.yaml"
-    save_text(config_path, yaml.safe_dump(config, sort_keys=False))
-    # this interpreter's Snakemake, and its bin folder first on PATH so that the stages' `python` is this env's
-    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(folder), "--configfile", str(config_path),
-               "--cores", str(cores), "--max-threads", str(max(1, cores // 2)), *extra, "--", *targets]
-    print(f"sweep: {folder}: {' '.join(command)}", file=sys.stderr, flush=True)
-    if subprocess.run(command, env=env).returncode != 0:
-        raise InputError(f"{folder}: the workflow failed; its log says why (rerun the sweep to resume)")
+@dataclass(frozen=True)
+class Run:
+    """One point x seed: its folder and full config."""
+    point: int
+    seed: int
+    folder: Path
+    config: dict
+
+    def label(self) -> str:
+        return f"p{self.point}/seed{self.seed}"
+
+    def products(self, job: sharing.Job) -> tuple[str, ...]:
+        """Files a job writes beside its declared outputs: the generated dataset of prepare_dataset (not an output,
+        because Snakemake would delete a folder that dataset.root points at by mistake; the stage refuses to)."""
+        data = self.config["dataset"]
+        return (data["root"],) if job.rule == "prepare_dataset" and data["kind"] == "synthetic" else ()
+
+
+def sweep_runs(root: Path, sweep: Sweep) -> list[Run]:
+    return [Run(i, seed, point_folder(root, sweep, i, seed).resolve(), point_config(sweep, point, seed))
+            for i, point in enumerate(sweep.points()) for seed in sweep.seeds]
+
+
+def plan_runs(runs: list[Run], targets, cores: int, extra) -> list[list[sharing.Job]]:
+    """Each run's jobs with their identities (dry runs, two at a time)."""
+    with ThreadPoolExecutor(2) as pool:
+        return list(pool.map(lambda run: sharing.plan_run(run.config, targets, cores, extra), runs))
+
+
+def owners(plans: list[list[sharing.Job]]) -> list[list[tuple[int, sharing.Job]]]:
+    """Per run, the jobs it takes from earlier runs, as (the run that runs the job, the job)."""
+    first: dict[str, int] = {}
+    shared = []
+    for r, jobs in enumerate(plans):
+        shared.append([(first[job.id], job) for job in jobs if job.outputs and first.get(job.id, r) != r])
+        for job in jobs:
+            first.setdefault(job.id, r)
+    return shared
+
+
+def format_plan(plans, shared) -> str:
+    """Per rule: the jobs of all runs, and how many of them run (the others are shared)."""
+    total = Counter(job.rule for jobs in plans for job in jobs if job.outputs)
+    taken = Counter(job.rule for pairs in shared for _, job in pairs)
+    width = max(map(len, total), default=4)
+    lines = [f"  {'rule':<{width}}  jobs  to run"]
+    lines += [f"  {rule:<{width}}  {n:4d}  {n - taken[rule]:6d}" for rule, n in total.items()]
+    n, k = sum(total.values()), sum(taken.values())
+    lines.append(f"  {'total':<{width}}  {n:4d}  {n - k:6d}   ({k} shared)")
+    return "\n".join(lines)
+
+
+def run_point(run: Run, targets: list[str], cores: int, extra: list[str], log: Path | None = None) -> None:
+    run.folder.mkdir(parents=True, exist_ok=True)
+    config_path = run.folder / "config.yaml"
+    save_text(config_path, yaml.safe_dump(run.config, sort_keys=False))
+    command = sharing.snakemake_command(run.folder, config_path, cores, extra, targets)
+    print(f"sweep: {run.folder}: {' '.join(command)}", file=sys.stderr, flush=True)
+    if log is None:
+        code = subprocess.run(command, env=sharing.snakemake_env()).returncode
+    else:  # runs side by side: each run's Snakemake output in its folder
+        with open(log, "w") as out:
+            code = subprocess.run(command, env=sharing.snakemake_env(), stdout=out, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        where = f"; see {log}" if log else ""
+        raise InputError(f"{run.folder}: the workflow failed{where} (rerun the sweep to resume)")
+
+
+def execute(runs: list[Run], shared, targets, cores: int, extra, parallel: int) -> None:
+    """Run every run once the runs it shares jobs with are done, ``parallel`` at a time; stop at a failure."""
+    needs = [{owner for owner, _ in pairs} for pairs in shared]
+    pending, running, done, failure = list(range(len(runs))), {}, set(), None
+    with ThreadPoolExecutor(parallel) as pool:
+        while running or (pending and failure is None):
+            for r in [r for r in pending if needs[r] <= done][: parallel - len(running)] if failure is None else []:
+                pending.remove(r)
+                for owner, job in shared[r]:
+                    sharing.share_job(runs[owner].folder, runs[r].folder, job, runs[r].products(job))
+                print(f"sweep: {runs[r].label()} ({len(done) + len(running) + 1}/{len(runs)}), "
+                      f"{len(shared[r])} jobs shared", file=sys.stderr, flush=True)
+                log = runs[r].folder / "sweep.log" if parallel > 1 else None
+                running[pool.submit(run_point, runs[r], targets, cores, extra, log)] = r
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                r = running.pop(future)
+                try:
+                    future.result()
+                    done.add(r)
+                except InputError as e:
+                    failure = failure or e
+    if failure is not None:
+        raise failure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,8 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", type=Path, help="sweep file (config/sweeps/<name>.yaml)")
     p.add_argument("--cores", type=int, default=2, help="cores of each point's Snakemake run")
+    p.add_argument("--parallel", type=int, default=1,
+                   help="runs side by side (each with --cores; on a cluster, each submits its jobs through the profile)")
     p.add_argument("--root", type=Path, default=Path("."), help="where sweeps/ and results/sweeps/ go")
     p.add_argument("--check", action="store_true", help="check the sweep file and list its runs; run nothing")
+    p.add_argument("--dry-run", action="store_true", help="also list, per rule, the jobs that would run; run nothing")
     p.add_argument("--table-only", action="store_true", help="write the table from finished points; run nothing")
     p.epilog = "Arguments after -- go to each point's Snakemake run (e.g. -- --profile profiles/slurm)."
     return p
@@ -295,19 +384,24 @@ def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     cut = argv.index("--") if "--" in argv else len(argv)
     args, snakemake_args = build_parser().parse_args(argv[:cut]), argv[cut + 1:]
+    if args.cores < 1 or args.parallel < 1:
+        raise InputError(f"--cores {args.cores} --parallel {args.parallel}: both must be at least 1")
     sweep = load_sweep(args.sweep)
-    points = sweep.points()
-    runs = [(i, point, seed) for i, point in enumerate(points) for seed in sweep.seeds]
-    print(f"sweep {sweep.name}: {len(points)} points x {len(sweep.seeds)} seeds = {len(runs)} runs", file=sys.stderr)
+    runs = sweep_runs(args.root, sweep)
+    print(f"sweep {sweep.name}: {len(sweep.points())} points x {len(sweep.seeds)} seeds = {len(runs)} runs",
+          file=sys.stderr)
     if args.check:
-        for i, point, seed in runs:
-            print(f"  {point_folder(args.root, sweep, i, seed)}  {point}")
+        for run in runs:
+            print(f"  {run.folder}  {sweep.points()[run.point]}")
         return
     if not args.table_only:
         targets = score_targets(sweep.scores)
-        for i, point, seed in runs:
-            run_point(point_folder(args.root, sweep, i, seed).resolve(), point_config(sweep, point, seed), targets,
-                      args.cores, snakemake_args)
+        plans = plan_runs(runs, targets, args.cores, snakemake_args)
+        shared = owners(plans)
+        print(format_plan(plans, shared), file=sys.stderr, flush=True)
+        if args.dry_run:
+            return
+        execute(runs, shared, targets, args.cores, snakemake_args, args.parallel)
     for path in write_tables(args.root, sweep):
         print(path)
 

@@ -120,6 +120,7 @@ def test_each_point_runs_the_workflow_in_its_folder_with_its_config(tmp_path, mo
         return subprocess.CompletedProcess(command, 0)
 
     monkeypatch.setattr(sw.subprocess, "run", fake_run)
+    monkeypatch.setattr(sw, "plan_runs", lambda runs, *args: [[] for _ in runs])  # no job shared (test_sharing.py)
     sw.main([str(write_sweep(tmp_path)), "--root", str(tmp_path), "--cores", "4", "--", "--profile", "p"])
     assert [(c["refine"]["robust"]["region_floor"], c["seed"]) for _, c in calls] == [
         (0.5, 0), (0.5, 1), (0.7, 0), (0.7, 1)]
@@ -134,6 +135,7 @@ def test_each_point_runs_the_workflow_in_its_folder_with_its_config(tmp_path, mo
 
 def test_a_failed_point_stops_the_sweep_naming_its_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(sw.subprocess, "run", lambda command, env: subprocess.CompletedProcess(command, 1))
+    monkeypatch.setattr(sw, "plan_runs", lambda runs, *args: [[] for _ in runs])
     with pytest.raises(InputError, match=r"p0/seed0: the workflow failed"):
         sw.main([str(write_sweep(tmp_path)), "--root", str(tmp_path)])
     assert not (tmp_path / "results" / "sweeps").exists()

@@ -41,6 +41,7 @@ if SHARDS > 1:
 
 include: "workflow/rules/report.smk"
 include: "workflow/rules/predict.smk"
+include: "workflow/rules/sweep.smk"
 
 
 # Every product, and the scores the data allows (default_targets, workflow/rules/common.smk).

@@ -212,9 +212,18 @@ def gather(root: Path, sweep: Sweep) -> list[dict]:
     return rows
 
 
+# Scores where less is better: the share of distractor pixels labelled as a class, error rates and losses.
+LOWER_IS_BETTER = ("distractors_labelled", "error", "loss")
+
+
+def lower_is_better(score: str) -> bool:
+    return score.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
+
+
 def best_points(rows: list[dict], scores) -> dict:
-    """The point with the highest mean per score (the first on ties)."""
-    return {s: max(rows, key=lambda r: r["scores"][s][0])["point"] for s in scores}
+    """The point with the best mean per score: the highest, the lowest for LOWER_IS_BETTER (the first on ties)."""
+    pick = {s: (min if lower_is_better(s) else max) for s in scores}
+    return {s: pick[s](rows, key=lambda r: r["scores"][s][0])["point"] for s in scores}
 
 
 def mean_std_cell(mean: float, std: float) -> str:
@@ -236,8 +245,8 @@ def format_markdown(sweep: Sweep, rows: list[dict]) -> str:
             cells.append(f"**{cell}**" if best[s] == row["point"] and len(rows) > 1 else cell)
         lines.append("| " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, sweep.seeds))
-    return (f"# Sweep {sweep.name}\n\nMean ± sample std over seeds {seeds}; the best point per score in bold.\n\n"
-            + "\n".join(lines) + "\n")
+    return (f"# Sweep {sweep.name}\n\nMean ± sample std over seeds {seeds}; the best point per score in bold"
+            " (the lowest for a distractor share, error or loss).\n\n" + "\n".join(lines) + "\n")
 
 
 def format_tsv(sweep: Sweep, rows: list[dict]) -> str:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,3 +140,32 @@ def test_a_failed_point_stops_the_sweep_naming_its_folder(tmp_path, monkeypatch)
     with pytest.raises(InputError, match=r"p0/seed0: the workflow failed"):
         sw.main([str(write_sweep(tmp_path)), "--root", str(tmp_path)])
     assert not (tmp_path / "results" / "sweeps").exists()
+
+
+def snakemake(workdir, *args):
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--nocolor", *args]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=workdir)
+
+
+def test_the_sweep_rule_runs_the_sweep_file_and_its_figure_is_a_report_entry(tmp_path):
+    (tmp_path / "config" / "sweeps").mkdir(parents=True)
+    write_sweep(tmp_path / "config" / "sweeps")
+    plan = snakemake(tmp_path, "-n", "-p", "--cores", "2", "results/sweeps/tiny.md")
+    assert plan.returncode == 0, plan.stderr
+    assert "python -m c2am.sweep config/sweeps/tiny.yaml --cores 2 --root ." in plan.stdout + plan.stderr
+    # the figure of a finished sweep (made here from hand-written point results) goes into the report
+    sweep = sw.load_sweep(tmp_path / "config" / "sweeps" / "tiny.yaml")
+    for point, seed in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        write_results(sw.point_folder(tmp_path, sweep, point, seed), 70.0 + point + seed, 60.0, 80.0)
+    sw.write_tables(tmp_path, sweep)
+    report = snakemake(tmp_path, "--report", "report.html", "results/sweeps/tiny.png")
+    assert report.returncode == 0, report.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert "8. Sweeps" in html and "config/sweeps/tiny.yaml" in html
+
+
+def test_the_best_point_is_the_lowest_for_the_distractor_share():
+    rows = [{"point": "p0", "scores": {"a.miou": (70.0, 1.0, 3), "a.distractors_labelled": (20.0, 1.0, 3)}},
+            {"point": "p1", "scores": {"a.miou": (60.0, 1.0, 3), "a.distractors_labelled": (5.0, 1.0, 3)}}]
+    assert sw.best_points(rows, ["a.miou", "a.distractors_labelled"]) == {"a.miou": "p0", "a.distractors_labelled": "p1"}

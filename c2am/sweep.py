@@ -354,7 +354,8 @@ def execute(runs: list[Run], shared, targets, cores: int, extra, parallel: int) 
     pending, running, done, failure = list(range(len(runs))), {}, set(), None
     with ThreadPoolExecutor(parallel) as pool:
         while running or (pending and failure is None):
-            for r in [r for r in pending if needs[r] <= done][: parallel - len(running)] if failure is None else []:
+            ready = [] if failure else [r for r in pending if needs[r] <= done][: parallel - len(running)]
+            for r in ready:
                 pending.remove(r)
                 for owner, job in shared[r]:
                     sharing.share_job(runs[owner].folder, runs[r].folder, job, runs[r].products(job))
@@ -396,12 +397,11 @@ def main(argv=None) -> None:
     if args.cores < 1 or args.parallel < 1:
         raise InputError(f"--cores {args.cores} --parallel {args.parallel}: both must be at least 1")
     sweep = load_sweep(args.sweep)
-    runs = sweep_runs(args.root, sweep)
-    print(f"sweep {sweep.name}: {len(sweep.points())} points x {len(sweep.seeds)} seeds = {len(runs)} runs",
-          file=sys.stderr)
+    runs, points = sweep_runs(args.root, sweep), sweep.points()
+    print(f"sweep {sweep.name}: {len(points)} points x {len(sweep.seeds)} seeds = {len(runs)} runs", file=sys.stderr)
     if args.check:
         for run in runs:
-            print(f"  {run.folder}  {sweep.points()[run.point]}")
+            print(f"  {run.folder}  {points[run.point]}")
         return
     if not args.table_only:
         targets = score_targets(sweep.scores)

@@ -8,8 +8,11 @@ import torch
 from c2am.data.datasets import BoxDataset, box_crop_window, box_to_unit, unit_to_box
 from c2am.io import InputError, save_checkpoint
 from c2am.models.localizer import (
+    HEADS,
     Localizer,
     box_loss,
+    build_localizer,
+    edges_from_logits,
     edges_from_maps,
     giou,
     load_localizer,
@@ -129,3 +132,53 @@ def test_forward_flip_and_checkpoint_kind(tmp_path):
     save_checkpoint(tmp_path / "c2am.pt", model.state_dict(), {"kind": "c2am", "backbone": "lite0"})
     with pytest.raises(InputError, match="expected a localizer checkpoint"):
         load_localizer(tmp_path / "c2am.pt", "cpu")
+
+
+def test_pooled_head_edges_are_sigmoids_in_order_by_hand():
+    """Logits (x1, y1, x2, y2) = (2, 0, -2, ln 3): sigmoids 0.881, 0.5, 0.119, 0.75; the x pair swaps."""
+    logits = torch.tensor([[2.0, 0.0, -2.0, float(np.log(3.0))]])
+    s2 = 1 / (1 + np.exp(-2.0))
+    assert edges_from_logits(logits)[0].tolist() == pytest.approx([1 - s2, 0.5, s2, 0.75], abs=1e-6)
+
+
+@pytest.mark.parametrize("head", HEADS)
+def test_each_head_gives_ordered_unit_boxes_on_two_input_shapes(head):
+    torch.manual_seed(0)
+    model = build_localizer("lite0", "none", head).eval()
+    for shape in ((48, 80), (96, 64)):
+        with torch.no_grad():
+            edges = model(torch.rand(2, 3, *shape))
+        assert edges.shape == (2, 4)
+        assert (edges >= 0).all() and (edges <= 1).all()
+        assert (edges[:, 0] <= edges[:, 2]).all() and (edges[:, 1] <= edges[:, 3]).all()
+
+
+def test_checkpoint_keeps_its_head_and_an_old_one_loads_as_edges(tmp_path):
+    torch.manual_seed(0)
+    pooled = build_localizer("lite0", "none", "pooled").eval()
+    image = torch.rand(1, 3, 40, 56)
+    meta = {"kind": "localizer", "backbone": "lite0", "size": 64}
+    save_checkpoint(tmp_path / "pooled.pt", pooled.state_dict(), {**meta, "head": "pooled"})
+    loaded, _ = load_localizer(tmp_path / "pooled.pt", "cpu")
+    assert loaded.head_kind == "pooled"
+    assert predict_unit_box(loaded, image, 64, flip=False) == pytest.approx(
+        predict_unit_box(pooled, image, 64, flip=False), abs=1e-6)
+    edges = build_localizer("lite0", "none", "edges")
+    save_checkpoint(tmp_path / "old.pt", edges.state_dict(), meta)  # written before the head was a choice
+    assert load_localizer(tmp_path / "old.pt", "cpu")[0].head_kind == "edges"
+    save_checkpoint(tmp_path / "bad.pt", edges.state_dict(), {**meta, "head": "mlp"})
+    with pytest.raises(InputError, match=r"bad\.pt.*head 'mlp'"):
+        load_localizer(tmp_path / "bad.pt", "cpu")
+    with pytest.raises(ValueError, match="head must be one of"):
+        build_localizer("lite0", "none", "mlp")
+
+
+def test_edges8_reads_a_grid_twice_as_fine():
+    """On a 64 x 96 input the edge maps of edges are 4 x 6 cells (stride 16), those of edges8 8 x 12 (stride 8)."""
+    for head, stride in (("edges", 16), ("edges8", 8)):
+        model = build_localizer("lite0", "none", head).eval()
+        with torch.no_grad():
+            maps = model.head(model.features(torch.rand(1, 3, 64, 96)))
+        assert maps.shape == (1, 4, 64 // stride, 96 // stride)
+    with pytest.raises(ValueError, match="stride 8"):
+        Localizer(build_trunk("lite0", "none"), "edges8")  # a two-level trunk has no stride-8 level

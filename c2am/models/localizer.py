@@ -1,19 +1,21 @@
 """Class-agnostic box regressor trained on C2AM's pseudo boxes (the PSOL step of the WSOL recipe, docs/method.md §10).
 
-trunk (the shared factory, output stride 16) -> f4 -> conv3x3 (64 channels, no bias) + BN + ReLU -> conv1x1 to
-4 logit maps ``L_e``, one per box edge e in (x1, y1, x2, y2) -> each edge's coordinate as an expectation
-(integral regression, "soft-argmax"):
+trunk (the shared factory, output stride 16) -> one of three heads (config ``wsol.localizer.head``):
 
-    p_e(column j) = softmax_j( logsumexp_i L_e(i, j) )          for x1, x2 (rows i marginalised out)
-    x_e = sum_j p_e(j) * c_j,   c_j = j / (w - 1)               the w columns' centres stretched onto [0, 1]
+- ``edges``: conv3x3 (64 channels, no bias) + BN + ReLU -> conv1x1 to 4 logit maps ``L_e``, one per box edge
+  e in (x1, y1, x2, y2) -> each edge's coordinate as an expectation (integral regression, "soft-argmax")::
 
-(rows likewise for y1, y2); then ``x1, x2 = min, max`` of the two x values (y likewise), so the output is
-always a box. Coordinates are box edges in units of the input, ``[0, 1]``.
+      p_e(column j) = softmax_j( logsumexp_i L_e(i, j) )          for x1, x2 (rows i marginalised out)
+      x_e = sum_j p_e(j) * c_j,   c_j = j / (w - 1)               the w columns' centres stretched onto [0, 1]
 
-Why not PSOL's MLP on globally pooled features: a global average is nearly blind to where things are, and in
-trials on the embedded data (8 epochs, same data) the pooled-grid MLP reached GT-known 0.78 on test against
-0.90 for this head: every position's features vote for the edges where they are, which convolutions express
-directly. The loss (:func:`box_loss`) is ``l1_weight * smoothL1(edges, target) + giou_weight * (1 - GIoU)``.
+  (rows likewise for y1, y2): every position's features vote for the edges where they are;
+- ``edges8``: the same on a grid twice as fine, the trunk's stride-8 level joined to f4 upsampled onto it
+  (small objects span 2-3 cells of the stride-16 grid of a 128 px image);
+- ``pooled``: PSOL's regressor, f4 average-pooled to a 4 x 4 grid -> MLP (256 hidden) -> 4 sigmoids.
+
+Each way ``x1, x2 = min, max`` of the two x values (y likewise), so the output is always a box, its edges in
+units of the input, ``[0, 1]``. The head is chosen on the held-out val split (bench/choose_localizer.py,
+README). The loss (:func:`box_loss`) is ``l1_weight * smoothL1(edges, target) + giou_weight * (1 - GIoU)``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ from torch import nn
 from c2am.io import InputError, load_checkpoint, load_state_strict
 from c2am.models.backbone import Trunk, build_trunk
 
-HIDDEN = 64
+HEADS = ("edges", "edges8", "pooled")
+TRUNK_LEVELS = {"edges": 2, "edges8": 3, "pooled": 2}  # edges8 also reads the trunk's stride-8 level
+HIDDEN = 64  # channels of the edge heads
+POOL_GRID = 4  # the pooled head's grid side ...
+POOL_HIDDEN = 256  # ... and its MLP's width
 SMOOTH_L1_BETA = 0.05  # in units of the image side: L1 beyond 5 %, quadratic below
 
 
@@ -38,28 +44,69 @@ def soft_argmax_1d(logits: torch.Tensor) -> torch.Tensor:
     return (torch.softmax(logits, dim=-1) * centres).sum(dim=-1)
 
 
+def ordered_box(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Two x and two y values per row (B x 2 each) -> B x 4 box (x1, y1, x2, y2) with x1 <= x2, y1 <= y2."""
+    return torch.stack([x.min(dim=1).values, y.min(dim=1).values, x.max(dim=1).values, y.max(dim=1).values], dim=1)
+
+
 def edges_from_maps(maps: torch.Tensor) -> torch.Tensor:
     """B x 4 x h x w edge logits (x1, y1, x2, y2) -> B x 4 box edges in [0, 1], ordered x1 <= x2, y1 <= y2."""
     x = soft_argmax_1d(torch.logsumexp(maps[:, [0, 2]], dim=2))  # B x 2, over columns
     y = soft_argmax_1d(torch.logsumexp(maps[:, [1, 3]], dim=3))  # B x 2, over rows
-    return torch.stack([x.min(dim=1).values, y.min(dim=1).values, x.max(dim=1).values, y.max(dim=1).values], dim=1)
+    return ordered_box(x, y)
+
+
+def edges_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """B x 4 edge logits (x1, y1, x2, y2) of the pooled head -> B x 4 ordered box edges in [0, 1] (sigmoids)."""
+    edges = torch.sigmoid(logits)
+    return ordered_box(edges[:, [0, 2]], edges[:, [1, 3]])
+
+
+def _edge_head(channels: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(channels, HIDDEN, 3, padding=1, bias=False),
+        nn.BatchNorm2d(HIDDEN),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(HIDDEN, 4, 1),
+    )
+
+
+def _pooled_head(channels: int) -> nn.Module:
+    return nn.Sequential(
+        nn.AdaptiveAvgPool2d(POOL_GRID),
+        nn.Flatten(),
+        nn.Linear(channels * POOL_GRID * POOL_GRID, POOL_HIDDEN),
+        nn.ReLU(inplace=True),
+        nn.Linear(POOL_HIDDEN, 4),
+    )
 
 
 class Localizer(nn.Module):
     """``forward(x) -> (x1, y1, x2, y2)`` box edges in [0, 1] units of the input, B x 4. ``x``: images in [0, 1]."""
 
-    def __init__(self, trunk: Trunk):
+    def __init__(self, trunk: Trunk, head: str = "edges"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"localizer head must be one of {HEADS}, got {head!r}")
+        if head == "edges8" and trunk.strides[0] != 8:
+            raise ValueError(f"the edges8 head needs a trunk whose first level has stride 8, got {trunk.strides}")
         self.trunk = trunk
-        self.head = nn.Sequential(
-            nn.Conv2d(trunk.channels[1], HIDDEN, 3, padding=1, bias=False),
-            nn.BatchNorm2d(HIDDEN),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(HIDDEN, 4, 1),
-        )
+        self.head_kind = head
+        channels = trunk.channels[-1] + (trunk.channels[0] if head == "edges8" else 0)
+        self.head = (_pooled_head if head == "pooled" else _edge_head)(channels)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """f4 (stride 16); for edges8, the stride-8 level joined to f4 upsampled onto its grid."""
+        levels = self.trunk(x)
+        if self.head_kind != "edges8":
+            return levels[-1]
+        fine = levels[0]
+        coarse = F.interpolate(levels[-1], size=fine.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.cat([fine, coarse], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return edges_from_maps(self.head(self.trunk(x)[1]).float())
+        out = self.head(self.features(x)).float()
+        return edges_from_logits(out) if self.head_kind == "pooled" else edges_from_maps(out)
 
     def backbone_parameters(self):
         return self.trunk.parameters()
@@ -90,8 +137,10 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float, giou_we
     return (l1_weight * l1 + giou_weight * (1.0 - giou(pred, target))).mean()
 
 
-def build_localizer(backbone: str, weights: str) -> Localizer:
-    return Localizer(build_trunk(backbone, weights))
+def build_localizer(backbone: str, weights: str, head: str = "edges") -> Localizer:
+    if head not in HEADS:
+        raise ValueError(f"localizer head must be one of {HEADS}, got {head!r}")
+    return Localizer(build_trunk(backbone, weights, levels=TRUNK_LEVELS[head]), head)
 
 
 def load_localizer(path, device) -> tuple[Localizer, dict]:
@@ -100,7 +149,10 @@ def load_localizer(path, device) -> tuple[Localizer, dict]:
     meta = ckpt["meta"]
     if not isinstance(meta.get("size"), int):
         raise InputError(f"{path}: localizer checkpoint meta has no integer input 'size'")
-    model = build_localizer(meta["backbone"], "none")
+    head = meta.get("head", "edges")  # checkpoints written before the head was a choice hold the edge head
+    if head not in HEADS:
+        raise InputError(f"{path}: localizer checkpoint meta names head {head!r}, not one of {HEADS}")
+    model = build_localizer(meta["backbone"], "none", head)
     load_state_strict(model, ckpt["state_dict"], path)
     return model.to(device).eval(), meta
 

@@ -24,7 +24,7 @@ from c2am.data.datasets import BoxDataset
 from c2am.data.voc import Manifest
 from c2am.io import InputError
 from c2am.models.backbone import TRUNK_NAMES
-from c2am.models.localizer import box_loss, build_localizer
+from c2am.models.localizer import HEADS, box_loss, build_localizer
 from c2am.runtime import run_stage
 from c2am.training import add_training_args, fit, make_poly_scheduler, make_sgd, resume_state_path, train_loader
 
@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-csv", type=Path, required=True, help="per-step training log")
     p.add_argument("--backbone", choices=TRUNK_NAMES)
     p.add_argument("--weights", help="pretrained / imagenet / none / a local checkpoint")
+    p.add_argument("--head", choices=HEADS,
+                   help="edges: soft-argmax edge maps (stride 16); edges8: the same at stride 8; pooled: PSOL MLP")
     add_training_args(p)
     p.add_argument("--size", type=int, help="input side: crops (and test images) are resized to size x size")
     p.add_argument("--crop-scale", type=float, nargs=2, metavar=("MIN", "MAX"),
@@ -89,11 +91,12 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
                     len(ids) - len(kept), len(ids))
     dataset = BoxDataset(manifest, kept, boxes, args.size, tuple(args.crop_scale), train=True)
     loader = train_loader(dataset, args.batch_size, dist, args.seed, args.workers)
-    model = build_localizer(args.backbone, args.weights)
+    model = build_localizer(args.backbone, args.weights, args.head)
     optimizer = make_sgd(model.backbone_parameters(), model.head_parameters(), args.lr, args.head_lr_mult,
                          args.momentum, args.weight_decay)
     scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))
-    meta = {"kind": "localizer", "backbone": args.backbone, "weights": str(args.weights), "split": args.split,
+    meta = {"kind": "localizer", "backbone": args.backbone, "weights": str(args.weights), "head": args.head,
+            "split": args.split,
             "images": len(kept), "size": args.size, "crop_scale": list(args.crop_scale),
             "batch_size": args.batch_size, "lr": args.lr, "head_lr_mult": args.head_lr_mult,
             "momentum": args.momentum, "weight_decay": args.weight_decay, "l1_weight": args.l1_weight,

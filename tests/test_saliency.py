@@ -15,7 +15,7 @@ from c2am.artifacts import load_cue, load_map, save_cue
 from c2am.data.datasets import CueDataset, segmentation_train_transform
 from c2am.data.voc import Manifest, build_manifest
 from c2am.io import InputError, load_checkpoint, save_checkpoint
-from c2am.models.saliency import load_saliency, saliency_loss
+from c2am.models.saliency import DECODERS, build_saliency, load_saliency, saliency_loss
 from c2am.runtime import run_stage
 from c2am.stages import infer_saliency, train_saliency
 from tests import mixed_data
@@ -242,3 +242,43 @@ def test_rules_pass_each_stages_defaults(tmp_path):
                 drift.append(f"{name} --{action.dest}: rule {passed[action.dest]!r}, stage {action.default!r}")
     assert not drift, drift
     assert not (tmp_path / "artifacts").exists()
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_each_decoder_gives_a_logit_per_pixel_on_two_shapes(decoder):
+    torch.manual_seed(0)
+    model = build_saliency("lite0", "none", decoder).eval()
+    for shape in ((64, 96), (80, 48)):
+        with torch.no_grad():
+            assert model(torch.rand(2, 3, *shape)).shape == (2, 1, *shape)
+
+
+def test_the_pyramid_decoder_predicts_on_the_stride_4_grid():
+    """Before the final upsampling: 64 x 96 input -> head 4 x 6 cells (stride 16), pyramid 16 x 24 (stride 4)."""
+    x = torch.rand(1, 3, 64, 96)
+    for decoder, stride in (("head", 16), ("pyramid", 4)):
+        model = build_saliency("lite0", "none", decoder).eval()
+        with torch.no_grad():
+            levels = list(model.backbone(x))
+            logits = model.head(levels) if decoder == "pyramid" else model.head(torch.cat(levels, dim=1))
+        assert logits.shape == (1, 1, 64 // stride, 96 // stride)
+
+
+def test_checkpoint_keeps_its_decoder_and_an_old_one_loads_as_head(tmp_path):
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 48, 64)
+    pyramid = build_saliency("lite0", "none", "pyramid").eval()
+    meta = {"kind": "saliency", "backbone": "lite0"}
+    save_checkpoint(tmp_path / "pyr.pt", pyramid.state_dict(), {**meta, "decoder": "pyramid"})
+    loaded = load_saliency(tmp_path / "pyr.pt", "cpu")
+    assert loaded.decoder == "pyramid"
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), pyramid(x), atol=1e-5)
+    head = build_saliency("lite0", "none", "head")
+    save_checkpoint(tmp_path / "old.pt", head.state_dict(), meta)  # written before the decoder was a choice
+    assert load_saliency(tmp_path / "old.pt", "cpu").decoder == "head"
+    save_checkpoint(tmp_path / "bad.pt", head.state_dict(), {**meta, "decoder": "unet"})
+    with pytest.raises(InputError, match=r"bad\.pt.*decoder 'unet'"):
+        load_saliency(tmp_path / "bad.pt", "cpu")
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        build_saliency("lite0", "none", "unet")

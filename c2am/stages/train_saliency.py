@@ -22,7 +22,7 @@ from c2am.data.datasets import CueDataset, segmentation_train_transform
 from c2am.data.voc import Manifest
 from c2am.io import InputError
 from c2am.models.backbone import TRUNK_NAMES
-from c2am.models.saliency import build_saliency, saliency_loss
+from c2am.models.saliency import DECODERS, build_saliency, saliency_loss
 from c2am.runtime import run_stage
 from c2am.training import (
     add_training_args,
@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-csv", required=True, help="per-step CSV log (epoch,step,loss,lr)")
     p.add_argument("--backbone", choices=TRUNK_NAMES)
     p.add_argument("--weights", help="pretrained / imagenet / none / a local checkpoint")
+    p.add_argument("--decoder", choices=DECODERS,
+                   help="head: one layer on the stride-16 features; pyramid: top-down over the levels to stride 4")
     add_training_args(p)
     p.add_argument("--crop", type=int, help="square training crop (padded with 255 = ignored in the cue)")
     p.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"),
@@ -68,6 +70,7 @@ def run_meta(args: argparse.Namespace) -> dict:
         "kind": "saliency",
         "backbone": args.backbone,
         "weights": str(args.weights),
+        "decoder": args.decoder,
         "split": args.split,
         "cues": str(Path(args.cues_dir)),
         "epochs": args.epochs,
@@ -106,7 +109,7 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
     log.info("train_saliency: %s on %d '%s' images with the cues of %s, %d steps/epoch",
              args.backbone, len(loader.dataset), args.split, args.cues_dir, len(loader))
 
-    model = build_saliency(args.backbone, args.weights)
+    model = build_saliency(args.backbone, args.weights, args.decoder)
     backbone, head = model.parameter_groups()
     optimizer = make_sgd(backbone, head, args.lr, args.head_lr_mult, args.momentum, args.weight_decay)
     scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))

@@ -44,6 +44,11 @@ def soft_argmax_1d(logits: torch.Tensor) -> torch.Tensor:
     return (torch.softmax(logits, dim=-1) * centres).sum(dim=-1)
 
 
+def check_head(head: str) -> None:
+    if head not in HEADS:
+        raise ValueError(f"localizer head must be one of {HEADS}, got {head!r}")
+
+
 def ordered_box(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Two x and two y values per row (B x 2 each) -> B x 4 box (x1, y1, x2, y2) with x1 <= x2, y1 <= y2."""
     return torch.stack([x.min(dim=1).values, y.min(dim=1).values, x.max(dim=1).values, y.max(dim=1).values], dim=1)
@@ -86,8 +91,7 @@ class Localizer(nn.Module):
 
     def __init__(self, trunk: Trunk, head: str = "edges"):
         super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"localizer head must be one of {HEADS}, got {head!r}")
+        check_head(head)
         if head == "edges8" and trunk.strides[0] != 8:
             raise ValueError(f"the edges8 head needs a trunk whose first level has stride 8, got {trunk.strides}")
         self.trunk = trunk
@@ -138,8 +142,7 @@ def box_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float, giou_we
 
 
 def build_localizer(backbone: str, weights: str, head: str = "edges") -> Localizer:
-    if head not in HEADS:
-        raise ValueError(f"localizer head must be one of {HEADS}, got {head!r}")
+    check_head(head)  # before the trunk is built and its weights read
     return Localizer(build_trunk(backbone, weights, levels=TRUNK_LEVELS[head]), head)
 
 

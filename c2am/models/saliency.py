@@ -25,6 +25,11 @@ DECODERS = ("head", "pyramid")
 TRUNK_LEVELS = {"head": 2, "pyramid": 4}  # the pyramid decoder reads the stride-4 and stride-8 levels too
 
 
+def check_decoder(decoder: str) -> None:
+    if decoder not in DECODERS:
+        raise ValueError(f"saliency decoder must be one of {DECODERS}, got {decoder!r}")
+
+
 class SaliencyNet(nn.Module):
     """``backbone`` (a :class:`~c2am.models.backbone.Trunk`) -> ``head`` -> one logit per pixel at the input size.
 
@@ -33,8 +38,7 @@ class SaliencyNet(nn.Module):
 
     def __init__(self, backbone: Trunk, name: str, hidden: int = DECODER_CHANNELS, decoder: str = "head"):
         super().__init__()
-        if decoder not in DECODERS:
-            raise ValueError(f"saliency decoder must be one of {DECODERS}, got {decoder!r}")
+        check_decoder(decoder)
         self.backbone = backbone
         self.name = name
         self.decoder = decoder
@@ -83,8 +87,7 @@ def build_saliency(backbone: str = "lite0", weights: str = "pretrained", decoder
     """The saliency network on trunk ``backbone`` (``lite0``, ``resnet50``, ``resnet101``) with ``weights``
     (``pretrained``/``imagenet``, ``none``, or a local ResNet checkpoint; see :func:`build_trunk`) and
     ``decoder`` (``head``: one layer on the stride-16 levels; ``pyramid``: top-down to stride 4)."""
-    if decoder not in DECODERS:
-        raise ValueError(f"saliency decoder must be one of {DECODERS}, got {decoder!r}")
+    check_decoder(decoder)  # before the trunk is built and its weights read
     return SaliencyNet(build_trunk(backbone, str(weights), levels=TRUNK_LEVELS[decoder]), name=backbone,
                        decoder=decoder)
 

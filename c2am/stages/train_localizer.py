@@ -96,8 +96,7 @@ def train(args: argparse.Namespace, dist: distributed.DistInfo) -> dict:
                          args.momentum, args.weight_decay)
     scheduler = make_poly_scheduler(optimizer, args.epochs * len(loader))
     meta = {"kind": "localizer", "backbone": args.backbone, "weights": str(args.weights), "head": args.head,
-            "split": args.split,
-            "images": len(kept), "size": args.size, "crop_scale": list(args.crop_scale),
+            "split": args.split, "images": len(kept), "size": args.size, "crop_scale": list(args.crop_scale),
             "batch_size": args.batch_size, "lr": args.lr, "head_lr_mult": args.head_lr_mult,
             "momentum": args.momentum, "weight_decay": args.weight_decay, "l1_weight": args.l1_weight,
             "giou_weight": args.giou_weight, "amp": bool(args.amp)}
